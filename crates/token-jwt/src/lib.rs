@@ -1,0 +1,95 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Where this crate sits
+//!
+//! `token-jwt` is the bottom of the token-service workspace and depends on no other project
+//! crate. `token-dpop` validates proofs with its JWS codec and JWK thumbprints, `token-kms`
+//! implements [`AsyncJwsSigner`] on AWS KMS, `token-jwks` publishes [`JwkSet`]s and resolves
+//! keys for verifiers, and `token-server` mints access tokens with [`AccessTokenBuilder`] and
+//! [`JwsEncoder`].
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod alg;
+mod b64;
+mod builder;
+mod claims;
+mod error;
+mod json;
+mod jwk;
+mod jws;
+mod key;
+mod provider;
+mod signer;
+mod verify;
+
+pub use alg::Algorithm;
+pub use builder::{AccessTokenBuilder, random_id};
+pub use claims::{Audience, Claims, Confirmation, CustomClaims, REGISTERED_CLAIMS};
+pub use error::{Error, Part, Result};
+pub use json::Limits as JsonLimits;
+pub use jwk::{
+    EcCurve, Jwk, JwkSet, KeyParams, MAX_JWK_BYTES, MAX_JWKS_BYTES, MAX_RSA_BITS, MIN_RSA_BITS,
+};
+pub use jws::{DEFAULT_MAX_TOKEN_BYTES, Header, JwsEncoder, UnverifiedJws, VerifiedJws};
+pub use key::{MAX_PRIVATE_KEY_BYTES, PrivateKey};
+#[cfg(feature = "aws-lc-rs")]
+pub use provider::AwsLcProvider;
+pub use provider::{
+    CryptoProvider, JwsVerifier, RustCryptoProvider, all_providers, fastest_provider,
+};
+pub use signer::{AsyncJwsSigner, JwsPublicKey, JwsSigner, RustCryptoSigner, SignFuture};
+pub use verify::{
+    KeyResolver, KeySet, Policy, PolicyBuilder, RequiredClaim, ResolveFuture, Verified,
+};
+
+/// Strict base64url helpers shared with the other token-service crates.
+pub mod base64url {
+    pub use crate::b64::{decode, decode_array, encode, encode_into};
+}
+
+/// Strict JSON object parsing (duplicate members refused, depth and size limits), shared with
+/// the other token-service crates.
+pub mod strict_json {
+    pub use crate::json::{Limits, parse_object};
+}
+
+/// Entry points for `cargo fuzz` targets (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::sync::Arc;
+
+    use crate::{Algorithm, JwkSet, KeySet, Policy, RustCryptoProvider, UnverifiedJws};
+
+    /// Parses arbitrary bytes as a compact JWS.
+    pub fn parse_jws(data: &[u8]) {
+        if let Ok(s) = std::str::from_utf8(data) {
+            let _ = UnverifiedJws::parse(s);
+        }
+    }
+
+    /// Parses arbitrary bytes as a JWK and as a JWK Set, and thumbprints what parses.
+    pub fn parse_jwk(data: &[u8]) {
+        if let Ok(jwk) = crate::Jwk::from_json(data) {
+            let _ = jwk.thumbprint();
+            for alg in Algorithm::ALL {
+                let _ = crate::CryptoProvider::verifying_key(&RustCryptoProvider::new(), &jwk, alg);
+            }
+        }
+        let _ = JwkSet::from_json(data);
+    }
+
+    /// Verifies arbitrary bytes as a token against a fixed ES256 key.
+    pub fn verify(data: &[u8]) {
+        static KEY: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+        let Ok(set) = JwkSet::from_json(KEY.as_bytes()) else {
+            return;
+        };
+        let Ok(keys) = KeySet::from_jwks(&set, &RustCryptoProvider::new()) else {
+            return;
+        };
+        let keys = Arc::new(keys);
+        if let Ok(s) = std::str::from_utf8(data) {
+            let _ = Policy::default().verify(s, &keys, 1_700_000_000);
+        }
+    }
+}
