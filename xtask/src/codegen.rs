@@ -1,15 +1,25 @@
-//! `cargo xtask codegen [--check]`: generated protobuf code.
+//! `cargo xtask codegen [--check]`: the Rust code generated from `proto/`.
 //!
-//! For now a stub: no proto file has a configured output yet. The real implementation compiles
-//! `proto/token_service.proto` with `protox` (a pure-Rust protobuf compiler, so nobody needs
-//! `protoc`) and `tonic-prost-build` into committed files; `--check` fails when they are stale.
+//! `proto/token_service.proto` is compiled with `protox` (a pure-Rust protobuf compiler, so
+//! nobody needs `protoc`) into a `FileDescriptorSet`, which `tonic-prost-build` turns into
+//! messages, the server trait and the client. The output is committed under
+//! `crates/token-server/src/proto/` (included with `include!`, so rustfmt leaves it alone),
+//! together with the encoded descriptor set that gRPC server reflection serves. `--check`
+//! regenerates into a temporary directory and fails when the committed files differ.
 
-use anyhow::{Result, bail};
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use prost::Message as _;
 
 use crate::{reject_unknown, repo_root};
 
-/// The proto file whose generated code is committed once codegen exists.
+/// The proto file whose generated code is committed.
 pub(crate) const SERVICE_PROTO: &str = "proto/token_service.proto";
+/// Where the generated files live, relative to the repository root.
+const OUT_DIR: &str = "crates/token-server/src/proto";
+/// The generated files: the Rust module (named after the proto package) and the descriptor set.
+const OUTPUTS: [&str; 2] = ["token.v1.rs", "token_service_descriptor.bin"];
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     reject_unknown(args, &["--check"], "codegen")?;
@@ -18,14 +28,51 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 
 /// Regenerates the committed code, or with `check` only verifies it is up to date.
 pub(crate) fn codegen(check: bool) -> Result<()> {
-    let mode = if check { "codegen --check" } else { "codegen" };
-    if repo_root().join(SERVICE_PROTO).exists() {
-        bail!(
-            "{mode}: {SERVICE_PROTO} exists but codegen is not implemented yet \
-             (to do: protox + tonic-prost-build into committed files)"
+    let root = repo_root();
+    let out = root.join(OUT_DIR);
+    if !check {
+        std::fs::create_dir_all(&out)?;
+        generate(&root, &out)?;
+        println!(
+            "codegen: wrote {}",
+            OUTPUTS.map(|f| format!("{OUT_DIR}/{f}")).join(", ")
         );
+        return Ok(());
     }
-    println!("{mode}: no protos with a configured output yet: nothing to do");
+    let tmp = std::env::temp_dir().join(format!("token-service-codegen-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let result = generate(&root, &tmp).and_then(|()| {
+        let stale: Vec<&str> = OUTPUTS
+            .into_iter()
+            .filter(|f| std::fs::read(tmp.join(f)).ok() != std::fs::read(out.join(f)).ok())
+            .collect();
+        if stale.is_empty() {
+            println!("codegen --check: {OUT_DIR} is up to date");
+            Ok(())
+        } else {
+            bail!(
+                "codegen --check: stale generated code in {OUT_DIR}: {} \
+                 (run `cargo xtask codegen` and commit the result)",
+                stale.join(", ")
+            )
+        }
+    });
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+fn generate(root: &Path, out: &Path) -> Result<()> {
+    let fds = protox::compile([root.join(SERVICE_PROTO)], [root.join("proto")])
+        .context("compiling proto/ with protox")?;
+    std::fs::write(out.join(OUTPUTS[1]), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .out_dir(out)
+        .build_client(true)
+        .build_server(true)
+        .build_transport(true)
+        .emit_rerun_if_changed(false)
+        .compile_fds(fds)
+        .context("generating Rust code with tonic-prost-build")?;
     Ok(())
 }
 

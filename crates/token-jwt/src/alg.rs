@@ -52,7 +52,7 @@ impl Algorithm {
             "RS256" => Algorithm::RS256,
             "PS256" => Algorithm::PS256,
             _ if name.eq_ignore_ascii_case("none") => return Err(Error::AlgNone),
-            _ if name.len() >= 2 && name.as_bytes()[..2].eq_ignore_ascii_case(b"HS") => {
+            _ if name.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("HS")) => {
                 return Err(Error::SymmetricAlgorithm);
             }
             _ => return Err(Error::UnsupportedAlgorithm),
@@ -103,9 +103,21 @@ mod tests {
     fn none_and_hmac_have_their_own_errors() {
         assert!(matches!(Algorithm::parse("none"), Err(Error::AlgNone)));
         assert!(matches!(Algorithm::parse("NONE"), Err(Error::AlgNone)));
-        assert!(matches!(Algorithm::parse("HS256"), Err(Error::SymmetricAlgorithm)));
-        assert!(matches!(Algorithm::parse("hs512"), Err(Error::SymmetricAlgorithm)));
-        assert!(matches!(Algorithm::parse("es256"), Err(Error::UnsupportedAlgorithm)));
-        assert!(matches!(Algorithm::parse(""), Err(Error::UnsupportedAlgorithm)));
+        assert!(matches!(
+            Algorithm::parse("HS256"),
+            Err(Error::SymmetricAlgorithm)
+        ));
+        assert!(matches!(
+            Algorithm::parse("hs512"),
+            Err(Error::SymmetricAlgorithm)
+        ));
+        assert!(matches!(
+            Algorithm::parse("es256"),
+            Err(Error::UnsupportedAlgorithm)
+        ));
+        assert!(matches!(
+            Algorithm::parse(""),
+            Err(Error::UnsupportedAlgorithm)
+        ));
     }
 }

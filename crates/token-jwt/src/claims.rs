@@ -201,7 +201,11 @@ impl Claims {
 
     /// The scopes, split on spaces.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        self.scope.as_deref().unwrap_or("").split(' ').filter(|s| !s.is_empty())
+        self.scope
+            .as_deref()
+            .unwrap_or("")
+            .split(' ')
+            .filter(|s| !s.is_empty())
     }
 
     /// Serializes to compact JSON.
@@ -273,7 +277,10 @@ fn take_date(map: &mut Map<String, Value>, name: &'static str) -> Result<Option<
             (Some(v), _) if v >= 0 => Ok(Some(v)),
             // Some libraries write whole seconds as `1700000000.0`; that is still an integer.
             // Fractional seconds are refused.
-            #[allow(clippy::cast_possible_truncation, reason = "range and fraction checked first")]
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "range and fraction checked first"
+            )]
             (None, Some(f)) if f.fract() == 0.0 && (0.0..9.0e15).contains(&f) => Ok(Some(f as i64)),
             _ => Err(Error::InvalidClaim(name)),
         },
@@ -327,9 +334,7 @@ mod tests {
             Err(Error::InvalidClaim("iat"))
         ));
         assert_eq!(
-            Claims::from_map(map(json!({"iat": 1.7e9})))
-                .unwrap()
-                .iat,
+            Claims::from_map(map(json!({"iat": 1.7e9}))).unwrap().iat,
             Some(1_700_000_000)
         );
         assert!(matches!(

@@ -243,7 +243,10 @@ mod tests {
 
     #[test]
     fn refuses_duplicates_at_any_depth() {
-        assert!(matches!(parse(r#"{"a":1,"a":2}"#), Err(Error::DuplicateMember(_))));
+        assert!(matches!(
+            parse(r#"{"a":1,"a":2}"#),
+            Err(Error::DuplicateMember(_))
+        ));
         assert!(matches!(
             parse(r#"{"x":{"a":1,"a":1}}"#),
             Err(Error::DuplicateMember(_))

@@ -191,12 +191,10 @@ impl Jwk {
         }
         match &self.params {
             KeyParams::Ec {
-                crv: EcCurve::P256,
-                ..
+                crv: EcCurve::P256, ..
             } => Some(Algorithm::ES256),
             KeyParams::Ec {
-                crv: EcCurve::P384,
-                ..
+                crv: EcCurve::P384, ..
             } => Some(Algorithm::ES384),
             KeyParams::Ed25519 { .. } => Some(Algorithm::EdDSA),
             _ => None,
@@ -299,10 +297,10 @@ impl Jwk {
             alg,
             key_use: str_member(map, "use")?.map(str::to_owned),
         };
-        if let Some(alg) = jwk.alg {
-            if !jwk.compatible(alg) {
-                return Err(Error::AlgorithmKeyMismatch(alg));
-            }
+        if let Some(alg) = jwk.alg
+            && !jwk.compatible(alg)
+        {
+            return Err(Error::AlgorithmKeyMismatch(alg));
         }
         if jwk.key_use.as_deref().is_some_and(|u| u != "sig") {
             return Err(Error::InvalidJwk("use is not sig"));

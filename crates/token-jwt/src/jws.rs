@@ -254,8 +254,7 @@ impl JwsEncoder {
 
     /// `base64url(header) '.' base64url(payload)` for a raw payload.
     pub fn signing_input_raw(&self, payload: &[u8]) -> String {
-        let mut out =
-            String::with_capacity(self.header_b64.len() + 2 + payload.len() * 4 / 3 + 90);
+        let mut out = String::with_capacity(self.header_b64.len() + 2 + payload.len() * 4 / 3 + 90);
         out.push_str(&self.header_b64);
         out.push('.');
         b64::encode_into(payload, &mut out);
@@ -277,7 +276,9 @@ impl JwsEncoder {
         if alg == self.alg && kid == self.kid {
             Ok(())
         } else {
-            Err(Error::signing("the signer does not match the encoder's alg and kid"))
+            Err(Error::signing(
+                "the signer does not match the encoder's alg and kid",
+            ))
         }
     }
 
@@ -328,9 +329,18 @@ mod tests {
 
     #[test]
     fn framing_errors() {
-        assert!(matches!(UnverifiedJws::parse("a.b"), Err(Error::Malformed(_))));
-        assert!(matches!(UnverifiedJws::parse("a.b.c.d"), Err(Error::Malformed(_))));
-        assert!(matches!(UnverifiedJws::parse("a..c"), Err(Error::Malformed(_))));
+        assert!(matches!(
+            UnverifiedJws::parse("a.b"),
+            Err(Error::Malformed(_))
+        ));
+        assert!(matches!(
+            UnverifiedJws::parse("a.b.c.d"),
+            Err(Error::Malformed(_))
+        ));
+        assert!(matches!(
+            UnverifiedJws::parse("a..c"),
+            Err(Error::Malformed(_))
+        ));
         assert!(matches!(UnverifiedJws::parse(""), Err(Error::Malformed(_))));
         assert!(matches!(
             UnverifiedJws::parse("é.b.c"),

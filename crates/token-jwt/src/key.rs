@@ -128,8 +128,7 @@ impl PrivateKey {
         // What remains must be a valid public JWK, which the private key must match.
         let public = Jwk::from_map(&map)?;
         let mut d = Zeroizing::new(
-            b64::decode(d_text.as_bytes())
-                .ok_or(Error::InvalidPrivateKey("d is not base64url"))?,
+            b64::decode(d_text.as_bytes()).ok_or(Error::InvalidPrivateKey("d is not base64url"))?,
         );
         let der = match &public.params {
             KeyParams::Ec {
@@ -232,6 +231,11 @@ mod tests {
             PrivateKey::from_jwk(wrong),
             Err(Error::InvalidPrivateKey(_))
         ));
-        assert!(PrivateKey::from_pkcs8_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").is_err());
+        assert!(
+            PrivateKey::from_pkcs8_pem(
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+            )
+            .is_err()
+        );
     }
 }

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use crate::alg::Algorithm;
 use crate::claims::Claims;
 use crate::error::{Error, Result};
-use crate::jws::{Header, UnverifiedJws};
 use crate::json::Limits;
 use crate::jwk::JwkSet;
+use crate::jws::{Header, UnverifiedJws};
 use crate::provider::{CryptoProvider, JwsVerifier};
 
 /// The future returned by [`KeyResolver::resolve_async`].
@@ -208,15 +208,15 @@ impl Policy {
             }
         }
         let leeway = i64::try_from(self.leeway).unwrap_or(i64::MAX);
-        if let Some(exp) = c.exp {
-            if now >= exp.saturating_add(leeway) {
-                return Err(Error::Expired);
-            }
+        if let Some(exp) = c.exp
+            && now >= exp.saturating_add(leeway)
+        {
+            return Err(Error::Expired);
         }
-        if let Some(nbf) = c.nbf {
-            if now.saturating_add(leeway) < nbf {
-                return Err(Error::NotYetValid);
-            }
+        if let Some(nbf) = c.nbf
+            && now.saturating_add(leeway) < nbf
+        {
+            return Err(Error::NotYetValid);
         }
         if let Some(iat) = c.iat {
             if iat > now.saturating_add(leeway) {
@@ -253,10 +253,10 @@ impl Policy {
         if let Some(name) = header.key_reference {
             return Err(Error::EmbeddedKey(name));
         }
-        if let Some(typ) = &self.typ {
-            if !header.typ_is(typ) {
-                return Err(Error::WrongType);
-            }
+        if let Some(typ) = &self.typ
+            && !header.typ_is(typ)
+        {
+            return Err(Error::WrongType);
         }
         Ok(())
     }

@@ -3,6 +3,15 @@
 //! signature edge cases, and cross-checks with josekit (an independent JOSE implementation)
 //! in both directions.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    reason = "test and bench code: a failed expectation should panic"
+)]
+
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -76,7 +85,12 @@ fn rfc8037_ed25519_signing_reproduces_the_published_jws() {
         let signer = provider.signer(&key).unwrap();
         let sig = signer.sign(signing_input.as_bytes()).unwrap();
         let token = format!("{signing_input}.{}", token_jwt::base64url::encode(&sig));
-        assert_eq!(token, expected, "{} must reproduce RFC 8037 A.4", provider.name());
+        assert_eq!(
+            token,
+            expected,
+            "{} must reproduce RFC 8037 A.4",
+            provider.name()
+        );
         let public = Jwk::from_json(&json_bytes(&v["public_jwk"])).unwrap();
         let verifier = provider.verifying_key(&public, Algorithm::EdDSA).unwrap();
         UnverifiedJws::parse(expected)
@@ -164,13 +178,16 @@ fn wycheproof(file: &str, alg: Algorithm) {
             let obj = jwk.as_object_mut().unwrap();
             obj.remove("kid");
             obj.insert("alg".into(), alg.as_str().into());
-            let key = Jwk::from_json(&json_bytes(&jwk))
-                .and_then(|jwk| provider.verifying_key(&jwk, alg));
+            let key =
+                Jwk::from_json(&json_bytes(&jwk)).and_then(|jwk| provider.verifying_key(&jwk, alg));
             for case in group["tests"].as_array().unwrap() {
                 let result = case["result"].as_str().unwrap();
                 let ok = key.as_ref().is_ok_and(|k| {
-                    k.verify(&hex(case["msg"].as_str().unwrap()), &hex(case["sig"].as_str().unwrap()))
-                        .is_ok()
+                    k.verify(
+                        &hex(case["msg"].as_str().unwrap()),
+                        &hex(case["sig"].as_str().unwrap()),
+                    )
+                    .is_ok()
                 });
                 match result {
                     "valid" => {
@@ -276,7 +293,10 @@ fn tokens_we_sign_verify_in_josekit() {
             };
             assert_eq!(header.token_type(), Some("at+jwt"));
             assert_eq!(payload.subject(), Some("alice"));
-            assert_eq!(payload.expires_at(), Some(josekit_now() + std::time::Duration::from_secs(300)));
+            assert_eq!(
+                payload.expires_at(),
+                Some(josekit_now() + std::time::Duration::from_secs(300))
+            );
         }
     }
 }
@@ -319,7 +339,12 @@ fn josekit_tokens_verify_here() {
                 .unwrap();
             let policy = Policy::builder().issuer("https://issuer.example").build();
             let v = policy.verify(&token, &Arc::new(keys), NOW + 10).unwrap();
-            assert_eq!(v.claims().sub.as_deref(), Some("bob"), "{}", provider.name());
+            assert_eq!(
+                v.claims().sub.as_deref(),
+                Some("bob"),
+                "{}",
+                provider.name()
+            );
             assert!(matches!(
                 policy.verify(&token, &KeySet::new(), NOW + 10),
                 Err(token_jwt::Error::UnknownKeyId)

@@ -34,7 +34,10 @@ enum Key {
     /// Ed25519: `R` is also checked for small order, as `ed25519-dalek`'s `verify_strict`
     /// does (AWS-LC itself already refuses a non-canonical `s`).
     Ed25519(ParsedPublicKey),
-    Rsa(lc::RsaPublicKeyComponents<Vec<u8>>, &'static lc::RsaParameters),
+    Rsa(
+        lc::RsaPublicKeyComponents<Vec<u8>>,
+        &'static lc::RsaParameters,
+    ),
 }
 
 struct LcVerifier {
@@ -52,12 +55,57 @@ impl fmt::Debug for LcVerifier {
     }
 }
 
-/// Whether the 32-byte encoding is a point of small order (or not a point at all).
-fn small_order_or_invalid(encoding: &[u8]) -> bool {
-    match <[u8; 32]>::try_from(encoding) {
-        Ok(bytes) => ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_or(true, |p| p.is_weak()),
-        Err(_) => true,
-    }
+/// Encodings of the Ed25519 points of small order, with the sign bit cleared (the list
+/// libsodium uses in `has_small_order`): the eight-torsion points plus the non-canonical
+/// encodings `p - 1`, `p` and `p + 1` of three of them.
+const SMALL_ORDER: [[u8; 32]; 7] = [
+    // 0 (order 4)
+    [0; 32],
+    // 1 (order 1)
+    [
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    ],
+    // order 8
+    [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98,
+        0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53,
+        0xfc, 0x05,
+    ],
+    // order 8
+    [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
+        0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac,
+        0x03, 0x7a,
+    ],
+    // p - 1 (order 2)
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    // p (non-canonical 0)
+    [
+        0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    // p + 1 (non-canonical 1)
+    [
+        0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+];
+
+/// Whether a 32-byte point encoding (`R` of a signature) is of small order. A table lookup
+/// instead of a decompression: the point is public, so no constant-time concern.
+fn small_order(encoding: &[u8]) -> bool {
+    let Ok(mut bytes) = <[u8; 32]>::try_from(encoding) else {
+        return true;
+    };
+    bytes[31] &= 0x7f;
+    SMALL_ORDER.contains(&bytes)
 }
 
 impl JwsVerifier for LcVerifier {
@@ -74,14 +122,16 @@ impl JwsVerifier for LcVerifier {
         let ok = match &self.key {
             Key::Parsed(k) => k.verify_sig(message, signature).is_ok(),
             Key::Ed25519(k) => {
-                signature
-                    .get(..32)
-                    .is_some_and(|r| !small_order_or_invalid(r))
+                signature.get(..32).is_some_and(|r| !small_order(r))
                     && k.verify_sig(message, signature).is_ok()
             }
             Key::Rsa(k, params) => k.verify(params, message, signature).is_ok(),
         };
-        if ok { Ok(()) } else { Err(Error::InvalidSignature) }
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidSignature)
+        }
     }
 }
 
@@ -214,5 +264,37 @@ impl JwsSigner for LcSigner {
                 .map_err(|_| Error::signing("AWS-LC ECDSA signing failed")),
             Inner::Ed25519(k) => Ok(k.sign(signing_input).as_ref().to_vec()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every table entry, with either sign bit, is refused by `ed25519-dalek` as a key: it is
+    /// either not a point or a point of small order. And every point of the eight-torsion
+    /// subgroup is in the table, so the table is complete for canonical encodings (AWS-LC
+    /// compares `R` byte for byte with a canonical encoding, so non-canonical ones never verify).
+    #[test]
+    fn small_order_table_is_right_and_complete() {
+        for entry in SMALL_ORDER {
+            for sign in [0u8, 0x80] {
+                let mut e = entry;
+                e[31] |= sign;
+                assert!(small_order(&e));
+                let weak =
+                    ed25519_dalek::VerifyingKey::from_bytes(&e).map_or(true, |k| k.is_weak());
+                assert!(weak, "{e:02x?}");
+            }
+        }
+        for point in curve25519_dalek::constants::EIGHT_TORSION {
+            assert!(small_order(point.compress().as_bytes()));
+        }
+        // A real public key is not flagged.
+        let key = crate::PrivateKey::generate(Algorithm::EdDSA).unwrap();
+        let crate::KeyParams::Ed25519 { x } = &key.public_jwk().params else {
+            unreachable!()
+        };
+        assert!(!small_order(&crate::b64::decode(x).unwrap()));
     }
 }

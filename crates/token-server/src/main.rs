@@ -1,0 +1,3 @@
+//! The `token-service` binary.
+
+fn main() {}

@@ -1,0 +1,4 @@
+//! Fuzz target: `token_jwt::fuzzing::verify` must never panic on any input.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| token_jwt::fuzzing::verify(data));
