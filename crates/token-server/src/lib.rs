@@ -1,3 +1,193 @@
-//! The token-service gRPC server (work in progress: see the repository README).
+//! The token-service gRPC server: configuration, caller authentication, the
+//! `token.v1.TokenService` implementation, the admin HTTP port, metrics and logging.
+//!
+//! The server is thin: it parses configuration ([`config`]), wires the library crates together
+//! ([`state`]), maps their errors to gRPC statuses ([`errors`]) and exposes operations
+//! endpoints ([`admin`]). Token logic lives in `token-jwt`, `token-dpop` and `token-refresh`.
+//!
+//! [`start`] runs a server in the current tokio runtime and returns its bound addresses, which
+//! is how the binary runs and how the end-to-end tests run it.
 
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod errors;
+pub mod metrics;
 pub mod proto;
+pub mod service;
+pub mod state;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::auth::{CallerAuth, CallerAuthLayer};
+use crate::config::Config;
+use crate::proto::token_service_server::TokenServiceServer;
+use crate::service::TokenServiceImpl;
+use crate::state::AppState;
+pub use crate::state::StartError;
+
+/// A running server.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The bound gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// The bound admin HTTP address.
+    pub admin_addr: SocketAddr,
+    /// The caller token generated at start-up, when no caller credential was configured.
+    pub generated_caller_token: Option<String>,
+    shutdown: watch::Sender<bool>,
+    grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    admin: tokio::task::JoinHandle<std::io::Result<()>>,
+    grace: Duration,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish (up to `SHUTDOWN_GRACE_SECONDS`), and
+    /// returns when both ports are closed.
+    ///
+    /// # Errors
+    /// When a server task failed or did not drain in time.
+    pub async fn shutdown(self) -> Result<(), StartError> {
+        let _ = self.shutdown.send(true);
+        let drained = tokio::time::timeout(self.grace, async {
+            let grpc = self.grpc.await;
+            let admin = self.admin.await;
+            (grpc, admin)
+        })
+        .await;
+        match drained {
+            Ok((Ok(Ok(())), Ok(Ok(())))) => Ok(()),
+            Ok(_) => Err(StartError::Other("a server task failed".into())),
+            Err(_) => Err(StartError::Other(
+                "in-flight requests did not finish within SHUTDOWN_GRACE_SECONDS".into(),
+            )),
+        }
+    }
+}
+
+/// Builds the state, binds both ports and serves until [`RunningServer::shutdown`].
+///
+/// # Errors
+/// A [`StartError`] naming the variable at fault, or a bind failure.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let metrics = crate::metrics::install_recorder().map_err(StartError::Other)?;
+
+    let mut digests = config.caller_token_digests.clone();
+    let mtls = config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca_file.is_some());
+    let generated_caller_token = if digests.is_empty() && !mtls {
+        let token = token_jwt::random_id().map_err(|e| StartError::Other(e.to_string()))?
+            + &token_jwt::random_id().map_err(|e| StartError::Other(e.to_string()))?;
+        digests.push(CallerAuth::digest(&token));
+        // Logged once, on purpose: without it nobody could call the service started with no
+        // configuration. Configure CALLER_TOKEN_SHA256 or mutual TLS in production.
+        tracing::warn!(
+            caller_token = %token,
+            "no caller credentials configured (CALLER_TOKEN_SHA256, TLS_CLIENT_CA_FILE): generated a caller \
+             token for this process; send it as `authorization: Bearer <token>`"
+        );
+        Some(token)
+    } else {
+        None
+    };
+
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    let max_request_bytes = config.max_request_bytes;
+    let auth = Arc::new(CallerAuth::new(digests, config.max_concurrent_per_caller));
+    let tls = config.tls.clone();
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.grpc_addr,
+            source,
+        })?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.admin_addr,
+            source,
+        })?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|e| StartError::Other(e.to_string()))?;
+
+    let state = Arc::new(AppState::build(config)?);
+    let service = TokenServiceServer::new(TokenServiceImpl::new(state.clone()))
+        .max_decoding_message_size(max_request_bytes);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<TokenServiceServer<TokenServiceImpl>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Other(e.to_string()))?;
+
+    let (shutdown, mut rx) = watch::channel(false);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        let read = |var: &'static str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| StartError::Config {
+                var,
+                reason: format!("cannot read {}: {e}", path.display()),
+            })
+        };
+        let identity = tonic::transport::Identity::from_pem(
+            read("TLS_CERT_FILE", &tls.cert_file)?,
+            read("TLS_KEY_FILE", &tls.key_file)?,
+        );
+        let mut tls_config = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &tls.client_ca_file {
+            tls_config = tls_config.client_ca_root(tonic::transport::Certificate::from_pem(read(
+                "TLS_CLIENT_CA_FILE",
+                ca,
+            )?));
+        }
+        builder = builder
+            .tls_config(tls_config)
+            .map_err(|e| StartError::Config {
+                var: "TLS_CERT_FILE",
+                reason: e.to_string(),
+            })?;
+    }
+    let router = builder
+        .layer(CallerAuthLayer::new(auth))
+        .add_service(service)
+        .add_service(health)
+        .add_service(reflection);
+    let mut grpc_rx = rx.clone();
+    let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
+        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+        async move {
+            let _ = grpc_rx.wait_for(|stop| *stop).await;
+        },
+    ));
+    let admin_router = crate::admin::router(state, metrics);
+    let admin = tokio::spawn(async move {
+        axum::serve(admin_listener, admin_router)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    tracing::info!(%grpc_addr, %admin_addr, "token-service listening");
+    Ok(RunningServer {
+        grpc_addr,
+        admin_addr,
+        generated_caller_token,
+        shutdown,
+        grpc,
+        admin,
+        grace,
+    })
+}

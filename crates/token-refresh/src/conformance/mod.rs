@@ -1,0 +1,1104 @@
+//! The backend conformance suite, written once and run against every [`FamilyStore`] /
+//! [`RevocationList`] implementation: the in-memory store here, Redis standalone and Redis
+//! Cluster in `token-store-redis`.
+//!
+//! A backend plugs in through a [`Harness`]: it hands out fresh, empty backends and says how
+//! to spawn tasks and sleep on its runtime (this crate depends on no runtime). Each check is a
+//! public `async fn` taking the harness; [`run_all`] runs every one. A failed check panics with
+//! a message, like any test assertion. [`model`] holds the model-based driver used by the
+//! property tests, and a strategy of arbitrary [`decide`](crate::decide) inputs for
+//! differential tests of a backend's own implementation of the decision (a Lua script).
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use std::time::Duration;
+//! # use token_refresh::MemoryStore;
+//! use token_refresh::conformance::{Backend, BoxFuture, Harness, TaskFuture};
+//!
+//! struct Tokio;
+//! impl Harness for Tokio {
+//!     fn backend(&self) -> BoxFuture<'_, Backend> {
+//!         Box::pin(async { Backend::new(Arc::new(MemoryStore::new())) })
+//!     }
+//!     fn spawn(&self, task: TaskFuture) -> TaskFuture {
+//!         let handle = tokio::spawn(task);
+//!         Box::pin(async move { handle.await.expect("task panicked") })
+//!     }
+//!     fn sleep(&self, d: Duration) -> TaskFuture {
+//!         Box::pin(tokio::time::sleep(d))
+//!     }
+//! }
+//! # async fn run() { token_refresh::conformance::run_all(&Tokio).await; }
+//! ```
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::missing_panics_doc,
+    reason = "test-support code: a failed check panics like any assertion"
+)]
+
+pub mod model;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::{
+    Error, Family, FamilyId, FamilyStore, Pepper, RefreshOutcome, RefreshToken, RevocationEvent,
+    RevocationList, RevocationReason, RevocationSubscription, RevokeOutcome, RevokeRequest,
+    RotateOutcome, RotateRequest, Rotator, RotatorConfig, StoreFuture, TokenHash,
+};
+
+/// A boxed `Send` future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A spawned task, or the handle that waits for it.
+pub type TaskFuture = BoxFuture<'static, ()>;
+
+/// The start of time in the suite: 2023-11-14 (any realistic epoch second would do).
+pub const T0: i64 = 1_700_000_000;
+
+/// What the suite needs from the backend under test and its runtime.
+pub trait Harness: Send + Sync {
+    /// A fresh backend with no families and no revocations (a new store, a flushed database
+    /// or a fresh key prefix).
+    fn backend(&self) -> BoxFuture<'_, Backend>;
+
+    /// Starts `task` in parallel with the caller (for example `tokio::spawn`) and returns a
+    /// future that completes when the task has. Must propagate a panic of the task.
+    fn spawn(&self, task: TaskFuture) -> TaskFuture;
+
+    /// Sleeps on the backend's runtime (waiting for asynchronous revocation events).
+    fn sleep(&self, duration: Duration) -> TaskFuture;
+
+    /// How long to wait for a revocation event before failing (default 5 s).
+    fn event_timeout(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+
+    /// How many rounds the concurrency checks run (default 20).
+    fn concurrency_rounds(&self) -> usize {
+        20
+    }
+}
+
+/// A backend under test: its family store and its revocation list (usually the same object).
+#[derive(Clone, Debug)]
+pub struct Backend {
+    /// The family store.
+    pub store: Arc<dyn FamilyStore>,
+    /// The revocation list fed by that store.
+    pub revocations: Arc<dyn RevocationList>,
+}
+
+impl Backend {
+    /// A backend whose store and revocation list are one object.
+    pub fn new<B: FamilyStore + RevocationList + 'static>(backend: Arc<B>) -> Self {
+        Backend {
+            store: backend.clone(),
+            revocations: backend,
+        }
+    }
+}
+
+/// The pepper the suite uses.
+pub fn test_pepper() -> Pepper {
+    Pepper::new(*b"conformance-suite-pepper-32bytes").unwrap()
+}
+
+fn scopes(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Grace off, short lifetimes that the checks move past.
+fn config() -> RotatorConfig {
+    RotatorConfig::builder()
+        .family_lifetime(Duration::from_secs(10_000))
+        .idle_ttl(Duration::from_secs(1_000))
+        .max_access_token_lifetime(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+fn grace_config(window: u64, uses: u32) -> RotatorConfig {
+    RotatorConfig::builder()
+        .family_lifetime(Duration::from_secs(10_000))
+        .idle_ttl(Duration::from_secs(1_000))
+        .max_access_token_lifetime(Duration::from_secs(300))
+        .grace_window(Duration::from_secs(window))
+        .grace_max_uses(uses)
+        .build()
+        .unwrap()
+}
+
+fn rotator(b: &Backend, config: RotatorConfig) -> Rotator {
+    Rotator::new(b.store.clone(), test_pepper(), config)
+}
+
+async fn issue(r: &Rotator, subject: &str, jkt: Option<&str>) -> (RefreshToken, Family) {
+    r.issue(subject, "client-1", &scopes(&["read", "write"]), jkt, T0)
+        .await
+        .expect("issue")
+}
+
+async fn refresh_ok(
+    r: &Rotator,
+    token: &RefreshToken,
+    jkt: Option<&str>,
+    now: i64,
+) -> RefreshOutcome {
+    match r.refresh(token.as_str(), jkt, None, now).await {
+        Ok(out) => out,
+        Err(e) => panic!("refresh expected to succeed, got {e:?}"),
+    }
+}
+
+async fn refresh_err(r: &Rotator, token: &RefreshToken, jkt: Option<&str>, now: i64) -> Error {
+    match r.refresh(token.as_str(), jkt, None, now).await {
+        Ok(out) => panic!("refresh expected to fail, got {out:?}"),
+        Err(e) => e,
+    }
+}
+
+/// Collects events until every family in `wanted` has at least one (failing after the
+/// harness's timeout), then whatever else arrives within a short quiet period.
+async fn collect_events(
+    h: &dyn Harness,
+    sub: &mut RevocationSubscription,
+    wanted: &[FamilyId],
+) -> Vec<RevocationEvent> {
+    let step = Duration::from_millis(5);
+    let mut waited = Duration::ZERO;
+    let mut out: Vec<RevocationEvent> = Vec::new();
+    loop {
+        while let Some(e) = sub.try_recv().expect("subscription") {
+            out.push(e);
+        }
+        if wanted
+            .iter()
+            .all(|id| out.iter().any(|e| e.family_id == *id))
+        {
+            break;
+        }
+        assert!(
+            waited < h.event_timeout(),
+            "missing revocation events within {:?}",
+            h.event_timeout()
+        );
+        h.sleep(step).await;
+        waited += step;
+    }
+    h.sleep(Duration::from_millis(100)).await;
+    while let Some(e) = sub.try_recv().expect("subscription") {
+        out.push(e);
+    }
+    out
+}
+
+async fn is_revoked(b: &Backend, id: FamilyId, now: i64) -> bool {
+    b.revocations
+        .is_revoked(&id, now)
+        .await
+        .expect("is_revoked")
+}
+
+/// Runs every check, in order.
+pub async fn run_all(h: &dyn Harness) {
+    issue_and_rotate(h).await;
+    reuse_revokes_family(h).await;
+    forged_token_leaves_family_usable(h).await;
+    refused_before_store_lookup(h).await;
+    unknown_family(h).await;
+    create_never_overwrites(h).await;
+    grace_off_previous_is_reuse(h).await;
+    grace_returns_same_successor(h).await;
+    grace_use_limit(h).await;
+    grace_outside_window_is_reuse(h).await;
+    grace_older_token_is_reuse(h).await;
+    grace_requires_same_dpop_key(h).await;
+    grace_disabled_later_is_reuse(h).await;
+    dpop_binding(h).await;
+    down_scoping(h).await;
+    absolute_expiry_never_extended(h).await;
+    idle_expiry_renewed(h).await;
+    bounded_history(h).await;
+    revoke_by_token(h).await;
+    revoke_by_family(h).await;
+    revoke_by_subject(h).await;
+    revocation_list_ttl(h).await;
+    revocation_events(h).await;
+    concurrent_rotations(h, h.concurrency_rounds()).await;
+    concurrent_grace_retries(h, h.concurrency_rounds()).await;
+}
+
+// ---- rotation ---------------------------------------------------------------------------
+
+/// Issue, then rotate: a new token of the same family, generation 1, and the store keeps only
+/// hashes.
+pub async fn issue_and_rotate(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, config());
+    let (t0, f0) = issue(&r, "alice", None).await;
+    assert_eq!(t0.family_id(), f0.id);
+    assert_eq!(f0.generation, 0);
+    assert_eq!(f0.absolute_expires_at, T0 + 10_000);
+    assert_eq!(f0.idle_expires_at, T0 + 1_000);
+    let stored = b.store.get(&f0.id).await.unwrap().expect("stored");
+    assert_eq!(stored, f0);
+    assert!(
+        !serde_json::to_string(&stored)
+            .unwrap()
+            .contains(t0.as_str())
+    );
+
+    let out = refresh_ok(&r, &t0, None, T0 + 10).await;
+    assert!(!out.is_grace_retry);
+    assert_eq!(out.token.family_id(), f0.id);
+    assert_ne!(out.token, t0);
+    assert_eq!(out.family.generation, 1);
+    assert_eq!(out.family.rotated_at, Some(T0 + 10));
+    assert_eq!(out.scopes, scopes(&["read", "write"]));
+    assert_eq!(b.store.get(&f0.id).await.unwrap().unwrap(), out.family);
+
+    // A chain of rotations.
+    let mut token = out.token;
+    for i in 2..=5u64 {
+        let out = refresh_ok(&r, &token, None, T0 + 10 * i64::try_from(i).unwrap()).await;
+        assert_eq!(out.family.generation, i);
+        token = out.token;
+    }
+    assert!(!is_revoked(&b, f0.id, T0 + 60).await);
+}
+
+/// Presenting a rotated token revokes the whole family: the current token fails too, the
+/// family is listed, and the reason is recorded.
+pub async fn reuse_revokes_family(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, config());
+    let (t0, f) = issue(&r, "alice", None).await;
+    let t1 = refresh_ok(&r, &t0, None, T0 + 1).await.token;
+    let t2 = refresh_ok(&r, &t1, None, T0 + 2).await.token;
+
+    assert!(matches!(
+        refresh_err(&r, &t0, None, T0 + 3).await,
+        Error::ReuseDetected
+    ));
+    assert!(matches!(
+        refresh_err(&r, &t2, None, T0 + 4).await,
+        Error::Revoked
+    ));
+    assert!(matches!(
+        refresh_err(&r, &t1, None, T0 + 4).await,
+        Error::Revoked
+    ));
+    let stored = b.store.get(&f.id).await.unwrap().unwrap();
+    let rev = stored.revoked.expect("revoked");
+    assert_eq!(rev.reason, RevocationReason::ReuseDetected);
+    assert_eq!(rev.at, T0 + 3);
+    assert!(stored.grace.is_none());
+    assert!(is_revoked(&b, f.id, T0 + 4).await);
+}
+
+/// A well-formed token naming a real family but matching none of its hashes is refused and
+/// does not revoke the family; the real token keeps working.
+pub async fn forged_token_leaves_family_usable(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, config());
+    let (t0, f) = issue(&r, "alice", None).await;
+    let t1 = refresh_ok(&r, &t0, None, T0 + 1).await.token;
+    for _ in 0..3 {
+        let forged = RefreshToken::generate(f.id).unwrap();
+        assert!(matches!(
+            refresh_err(&r, &forged, None, T0 + 2).await,
+            Error::ForgedToken
+        ));
+        assert_eq!(
+            r.revoke_token(forged.as_str(), T0 + 2).await.unwrap(),
+            RevokeOutcome::Forged
+        );
+    }
+    let stored = b.store.get(&f.id).await.unwrap().unwrap();
+    assert!(stored.revoked.is_none());
+    assert_eq!(stored.generation, 1);
+    assert!(!is_revoked(&b, f.id, T0 + 2).await);
+    refresh_ok(&r, &t1, None, T0 + 3).await;
+}
+
+/// Counts calls, to show malformed tokens never reach the store.
+#[derive(Debug)]
+struct CountingStore {
+    inner: Arc<dyn FamilyStore>,
+    calls: AtomicUsize,
+}
+
+impl FamilyStore for CountingStore {
+    fn create<'a>(&'a self, family: &'a Family) -> StoreFuture<'a, ()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.create(family)
+    }
+    fn get<'a>(&'a self, id: &'a FamilyId) -> StoreFuture<'a, Option<Family>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(id)
+    }
+    fn rotate<'a>(&'a self, req: &'a RotateRequest) -> StoreFuture<'a, RotateOutcome> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.rotate(req)
+    }
+    fn revoke_family<'a>(
+        &'a self,
+        id: &'a FamilyId,
+        hash: Option<&'a TokenHash>,
+        req: &'a RevokeRequest,
+    ) -> StoreFuture<'a, RevokeOutcome> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.revoke_family(id, hash, req)
+    }
+    fn families_of<'a>(&'a self, subject: &'a str) -> StoreFuture<'a, Vec<FamilyId>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.families_of(subject)
+    }
+}
+
+/// Oversized, malformed and bad-checksum tokens are refused, each with its own error, without
+/// a store call.
+pub async fn refused_before_store_lookup(h: &dyn Harness) {
+    let b = h.backend().await;
+    let counting = Arc::new(CountingStore {
+        inner: b.store.clone(),
+        calls: AtomicUsize::new(0),
+    });
+    let r = Rotator::new(counting.clone(), test_pepper(), config());
+    let (t0, _) = issue(&r, "alice", None).await;
+    let before = counting.calls.load(Ordering::SeqCst);
+    let good = t0.as_str();
+    let mut typo: Vec<u8> = good.as_bytes().to_vec();
+    typo[40] = if typo[40] == b'A' { b'B' } else { b'A' };
+    let typo = String::from_utf8(typo).unwrap();
+    type Expect = fn(&Error) -> bool;
+    let cases: Vec<(String, Expect)> = vec![
+        ("x".repeat(10_000), |e| {
+            matches!(e, Error::TokenTooLarge { .. })
+        }),
+        (String::new(), |e| matches!(e, Error::MalformedToken(_))),
+        (good.replacen("rt1_", "rt9_", 1), |e| {
+            matches!(e, Error::MalformedToken(_))
+        }),
+        (good[..good.len() - 1].to_owned(), |e| {
+            matches!(e, Error::MalformedToken(_))
+        }),
+        (format!("{good}A"), |e| {
+            matches!(e, Error::MalformedToken(_))
+        }),
+        (typo, |e| matches!(e, Error::TokenChecksum)),
+    ];
+    for (text, expected) in cases {
+        let e = r.refresh(&text, None, None, T0 + 1).await.unwrap_err();
+        assert!(expected(&e), "{e:?}");
+        assert!(e.is_format_error());
+        assert_eq!(e.oauth_error().as_str(), "invalid_grant");
+        let e = r.revoke_token(&text, T0 + 1).await.unwrap_err();
+        assert!(expected(&e), "{e:?}");
+    }
+    assert_eq!(counting.calls.load(Ordering::SeqCst), before);
+    refresh_ok(&r, &t0, None, T0 + 2).await;
+}
+
+/// A well-formed token of a family that was never created.
+pub async fn unknown_family(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, config());
+    let stray = RefreshToken::generate(FamilyId::generate().unwrap()).unwrap();
+    assert!(matches!(
+        refresh_err(&r, &stray, None, T0).await,
+        Error::UnknownFamily
+    ));
+    assert_eq!(
+        r.revoke_token(stray.as_str(), T0).await.unwrap(),
+        RevokeOutcome::NotFound
+    );
+    assert_eq!(
+        r.revoke_family(&stray.family_id(), T0).await.unwrap(),
+        RevokeOutcome::NotFound
+    );
+    assert!(b.store.get(&stray.family_id()).await.unwrap().is_none());
+    assert!(!is_revoked(&b, stray.family_id(), T0).await);
+}
+
+/// Creating a family whose id exists fails and leaves the existing one alone.
+pub async fn create_never_overwrites(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, config());
+    let (t0, f) = issue(&r, "alice", None).await;
+    let mut clash = f.clone();
+    clash.subject = "mallory".into();
+    clash.current_hash = TokenHash::from_bytes([0; 32]);
+    assert!(matches!(
+        b.store.create(&clash).await,
+        Err(Error::FamilyExists)
+    ));
+    assert_eq!(b.store.get(&f.id).await.unwrap().unwrap(), f);
+    refresh_ok(&r, &t0, None, T0 + 1).await;
+}
+
+// ---- grace --------------------------------------------------------------------------------
+
+/// With grace off (the default), the immediately previous token is plain reuse.
+pub async fn grace_off_previous_is_reuse(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, config());
+    let (t0, f) = issue(&r, "alice", None).await;
+    let out = refresh_ok(&r, &t0, None, T0 + 1).await;
+    assert!(out.family.grace.is_none());
+    assert!(matches!(
+        refresh_err(&r, &t0, None, T0 + 1).await,
+        Error::ReuseDetected
+    ));
+    assert!(is_revoked(&b, f.id, T0 + 1).await);
+}
+
+/// Within the window, the previous token gets the *same* successor back; the family does not
+/// rotate again and the successor keeps working; the store holds only a sealed successor.
+pub async fn grace_returns_same_successor(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, grace_config(30, 2));
+    let (t0, f) = issue(&r, "alice", None).await;
+    let first = refresh_ok(&r, &t0, None, T0 + 100).await;
+    let g = first.family.grace.as_ref().expect("grace state");
+    assert_eq!(g.uses, 0);
+    assert_eq!(g.rotated_at, T0 + 100);
+    let json = serde_json::to_string(&first.family).unwrap();
+    assert!(!json.contains(first.token.as_str()));
+    assert!(!json.contains(&first.token.as_str()[27..70]));
+
+    let retry = refresh_ok(&r, &t0, None, T0 + 110).await;
+    assert!(retry.is_grace_retry);
+    assert_eq!(retry.token, first.token);
+    assert_eq!(retry.family.generation, 1);
+    assert_eq!(retry.family.grace.as_ref().unwrap().uses, 1);
+    assert_eq!(retry.family.idle_expires_at, first.family.idle_expires_at);
+    assert_eq!(b.store.get(&f.id).await.unwrap().unwrap(), retry.family);
+
+    let next = refresh_ok(&r, &first.token, None, T0 + 120).await;
+    assert!(!next.is_grace_retry);
+    assert_eq!(next.family.generation, 2);
+    assert!(!is_revoked(&b, f.id, T0 + 120).await);
+}
+
+/// At most `grace_max_uses` retries; the next one is reuse.
+pub async fn grace_use_limit(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, grace_config(30, 2));
+    let (t0, f) = issue(&r, "alice", None).await;
+    let first = refresh_ok(&r, &t0, None, T0 + 1).await;
+    for _ in 0..2 {
+        assert_eq!(refresh_ok(&r, &t0, None, T0 + 2).await.token, first.token);
+    }
+    assert!(matches!(
+        refresh_err(&r, &t0, None, T0 + 3).await,
+        Error::ReuseDetected
+    ));
+    assert!(matches!(
+        refresh_err(&r, &first.token, None, T0 + 3).await,
+        Error::Revoked
+    ));
+    let stored = b.store.get(&f.id).await.unwrap().unwrap();
+    assert!(
+        stored.grace.is_none(),
+        "nothing sealed outlives a revocation"
+    );
+}
+
+/// The window is half-open: `rotated_at + window` is already outside, and is reuse.
+pub async fn grace_outside_window_is_reuse(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, grace_config(30, 5));
+    let (t0, _) = issue(&r, "alice", None).await;
+    let first = refresh_ok(&r, &t0, None, T0 + 100).await;
+    assert_eq!(refresh_ok(&r, &t0, None, T0 + 129).await.token, first.token);
+    assert!(matches!(
+        refresh_err(&r, &t0, None, T0 + 130).await,
+        Error::ReuseDetected
+    ));
+}
+
+/// Only the immediately previous token gets grace: an older one (or the previous one once its
+/// successor has been used) is reuse, even within the window.
+pub async fn grace_older_token_is_reuse(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, grace_config(30, 5));
+    let (t0, _) = issue(&r, "alice", None).await;
+    let t1 = refresh_ok(&r, &t0, None, T0 + 1).await.token;
+    let t2 = refresh_ok(&r, &t1, None, T0 + 2).await.token;
+    // t1 is now the previous token: it gets t2 back.
+    assert_eq!(refresh_ok(&r, &t1, None, T0 + 3).await.token, t2);
+    // t0 is older: reuse.
+    assert!(matches!(
+        refresh_err(&r, &t0, None, T0 + 4).await,
+        Error::ReuseDetected
+    ));
+
+    let (u0, _) = issue(&r, "bob", None).await;
+    let u1 = refresh_ok(&r, &u0, None, T0 + 1).await.token;
+    refresh_ok(&r, &u1, None, T0 + 2).await;
+    // u0's successor was used: u0 is no longer the previous token.
+    assert!(matches!(
+        refresh_err(&r, &u0, None, T0 + 3).await,
+        Error::ReuseDetected
+    ));
+}
+
+/// On a DPoP-bound family a grace retry needs the same key; another key or none is refused
+/// without revoking and without using up a retry.
+pub async fn grace_requires_same_dpop_key(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, grace_config(30, 1));
+    let (t0, f) = issue(&r, "alice", Some("jkt-A")).await;
+    let first = refresh_ok(&r, &t0, Some("jkt-A"), T0 + 1).await;
+    assert!(matches!(
+        refresh_err(&r, &t0, Some("jkt-B"), T0 + 2).await,
+        Error::DpopKeyMismatch
+    ));
+    assert!(matches!(
+        refresh_err(&r, &t0, None, T0 + 2).await,
+        Error::DpopProofRequired
+    ));
+    assert!(!is_revoked(&b, f.id, T0 + 2).await);
+    let retry = refresh_ok(&r, &t0, Some("jkt-A"), T0 + 3).await;
+    assert!(retry.is_grace_retry);
+    assert_eq!(retry.token, first.token);
+}
+
+/// The grace policy in force at the retry applies: a rotation made with grace on, retried
+/// after grace was turned off, is reuse.
+pub async fn grace_disabled_later_is_reuse(h: &dyn Harness) {
+    let b = h.backend().await;
+    let with = rotator(&b, grace_config(30, 1));
+    let without = rotator(&b, config());
+    let (t0, _) = issue(&with, "alice", None).await;
+    refresh_ok(&with, &t0, None, T0 + 1).await;
+    assert!(matches!(
+        refresh_err(&without, &t0, None, T0 + 2).await,
+        Error::ReuseDetected
+    ));
+}
+
+// ---- binding and scopes -------------------------------------------------------------------
+
+/// A bound family refuses refreshes without its key (`invalid_grant`) and is not revoked by
+/// them; an unbound family accepts any key and stays unbound.
+pub async fn dpop_binding(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, config());
+    let (t0, f) = issue(&r, "alice", Some("jkt-A")).await;
+    assert_eq!(f.dpop_jkt.as_deref(), Some("jkt-A"));
+    let e = refresh_err(&r, &t0, None, T0 + 1).await;
+    assert!(matches!(e, Error::DpopProofRequired));
+    assert_eq!(e.oauth_error().as_str(), "invalid_grant");
+    let e = refresh_err(&r, &t0, Some("jkt-B"), T0 + 1).await;
+    assert!(matches!(e, Error::DpopKeyMismatch));
+    assert_eq!(e.oauth_error().as_str(), "invalid_grant");
+    let stored = b.store.get(&f.id).await.unwrap().unwrap();
+    assert_eq!(stored, f, "refused refreshes leave the family untouched");
+    let t1 = refresh_ok(&r, &t0, Some("jkt-A"), T0 + 2).await;
+    assert_eq!(t1.family.dpop_jkt.as_deref(), Some("jkt-A"));
+    // A rotated token presented without the key: refused as a DPoP failure, not reuse.
+    assert!(matches!(
+        refresh_err(&r, &t0, Some("jkt-B"), T0 + 3).await,
+        Error::DpopKeyMismatch
+    ));
+    assert!(!is_revoked(&b, f.id, T0 + 3).await);
+    // With the key, the same rotated token is reuse.
+    assert!(matches!(
+        refresh_err(&r, &t0, Some("jkt-A"), T0 + 4).await,
+        Error::ReuseDetected
+    ));
+
+    let (u0, _) = issue(&r, "bob", None).await;
+    let out = refresh_ok(&r, &u0, Some("jkt-C"), T0 + 1).await;
+    assert_eq!(out.family.dpop_jkt, None);
+    refresh_ok(&r, &out.token, None, T0 + 2).await;
+}
+
+/// A refresh may ask for a subset of the family's scopes, never more; asking for more is
+/// `invalid_scope` and does not consume the token. The family keeps all its scopes.
+pub async fn down_scoping(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, config());
+    let (t0, f) = issue(&r, "alice", None).await;
+    let more = scopes(&["read", "admin"]);
+    let e = r
+        .refresh(t0.as_str(), None, Some(&more), T0 + 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::ScopeExceeded));
+    assert_eq!(e.oauth_error().as_str(), "invalid_scope");
+    assert_eq!(b.store.get(&f.id).await.unwrap().unwrap(), f);
+
+    let read = scopes(&["read", "read"]);
+    let out = r
+        .refresh(t0.as_str(), None, Some(&read), T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(out.scopes, scopes(&["read"]));
+    assert_eq!(out.family.scopes, scopes(&["read", "write"]));
+    // The next refresh may ask for everything again.
+    let out = refresh_ok(&r, &out.token, None, T0 + 3).await;
+    assert_eq!(out.scopes, scopes(&["read", "write"]));
+    let bad = scopes(&["not a scope"]);
+    assert!(matches!(
+        r.refresh(out.token.as_str(), None, Some(&bad), T0 + 4)
+            .await
+            .unwrap_err(),
+        Error::ScopeExceeded
+    ));
+}
+
+// ---- expiry -------------------------------------------------------------------------------
+
+fn expired_or_gone(e: &Error) -> bool {
+    matches!(e, Error::Expired | Error::UnknownFamily)
+}
+
+/// Rotation renews the idle expiry but never moves the absolute expiry.
+pub async fn absolute_expiry_never_extended(h: &dyn Harness) {
+    let b = h.backend().await;
+    let cfg = RotatorConfig::builder()
+        .family_lifetime(Duration::from_secs(100))
+        .idle_ttl(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let r = rotator(&b, cfg);
+    let (t0, f) = issue(&r, "alice", None).await;
+    assert_eq!(f.idle_expires_at, T0 + 60);
+    let a = refresh_ok(&r, &t0, None, T0 + 50).await;
+    assert_eq!(
+        a.family.idle_expires_at,
+        T0 + 100,
+        "capped at the absolute expiry"
+    );
+    assert_eq!(a.family.absolute_expires_at, T0 + 100);
+    let c = refresh_ok(&r, &a.token, None, T0 + 99).await;
+    assert_eq!(c.family.absolute_expires_at, T0 + 100);
+    let e = refresh_err(&r, &c.token, None, T0 + 100).await;
+    assert!(expired_or_gone(&e), "{e:?}");
+    assert_eq!(e.oauth_error().as_str(), "invalid_grant");
+}
+
+/// Each rotation renews the idle expiry; a family left alone for the idle TTL expires.
+pub async fn idle_expiry_renewed(h: &dyn Harness) {
+    let b = h.backend().await;
+    let cfg = RotatorConfig::builder()
+        .family_lifetime(Duration::from_secs(10_000))
+        .idle_ttl(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let r = rotator(&b, cfg);
+    let (mut token, _) = issue(&r, "alice", None).await;
+    for step in 1..=5 {
+        let now = T0 + 59 * step;
+        let out = refresh_ok(&r, &token, None, now).await;
+        assert_eq!(out.family.idle_expires_at, now + 60);
+        token = out.token;
+    }
+    let e = refresh_err(&r, &token, None, T0 + 59 * 5 + 60).await;
+    assert!(expired_or_gone(&e), "{e:?}");
+}
+
+/// Only the last [`MAX_ROTATED_HASHES`](crate::MAX_ROTATED_HASHES) rotated tokens are
+/// remembered: an older one is refused as forged and leaves the family usable; a remembered
+/// one is reuse.
+pub async fn bounded_history(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, config());
+    let (t0, f) = issue(&r, "alice", None).await;
+    let mut tokens = vec![t0];
+    let n = crate::MAX_ROTATED_HASHES + 3;
+    for i in 0..n {
+        let out = refresh_ok(
+            &r,
+            tokens.last().unwrap(),
+            None,
+            T0 + 1 + i64::try_from(i).unwrap(),
+        )
+        .await;
+        tokens.push(out.token);
+    }
+    let stored = b.store.get(&f.id).await.unwrap().unwrap();
+    assert_eq!(stored.rotated.len(), crate::MAX_ROTATED_HASHES);
+    let now = T0 + 500;
+    for old in &tokens[..3] {
+        assert!(matches!(
+            refresh_err(&r, old, None, now).await,
+            Error::ForgedToken
+        ));
+    }
+    assert!(!is_revoked(&b, f.id, now).await);
+    assert!(matches!(
+        refresh_err(&r, &tokens[3], None, now).await,
+        Error::ReuseDetected
+    ));
+}
+
+// ---- revocation ---------------------------------------------------------------------------
+
+/// Revocation by refresh token: the current or any remembered token revokes the family; the
+/// family is listed and the reason recorded.
+pub async fn revoke_by_token(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, config());
+    let (t0, f) = issue(&r, "alice", None).await;
+    let t1 = refresh_ok(&r, &t0, None, T0 + 1).await.token;
+    let out = r.revoke_token(t1.as_str(), T0 + 2).await.unwrap();
+    let RevokeOutcome::Revoked(revoked) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        revoked.revoked.unwrap().reason,
+        RevocationReason::TokenRevoked
+    );
+    assert!(matches!(
+        refresh_err(&r, &t1, None, T0 + 3).await,
+        Error::Revoked
+    ));
+    assert_eq!(
+        r.revoke_token(t1.as_str(), T0 + 3).await.unwrap(),
+        RevokeOutcome::AlreadyRevoked
+    );
+    assert!(is_revoked(&b, f.id, T0 + 3).await);
+
+    // A rotated token proves possession too.
+    let (u0, g) = issue(&r, "bob", None).await;
+    let u1 = refresh_ok(&r, &u0, None, T0 + 1).await.token;
+    assert!(matches!(
+        r.revoke_token(u0.as_str(), T0 + 2).await.unwrap(),
+        RevokeOutcome::Revoked(_)
+    ));
+    assert!(matches!(
+        refresh_err(&r, &u1, None, T0 + 3).await,
+        Error::Revoked
+    ));
+    assert!(is_revoked(&b, g.id, T0 + 3).await);
+}
+
+/// Revocation by family id.
+pub async fn revoke_by_family(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, config());
+    let (t0, f) = issue(&r, "alice", None).await;
+    let (o0, other) = issue(&r, "alice", None).await;
+    let out = r.revoke_family(&f.id, T0 + 5).await.unwrap();
+    let RevokeOutcome::Revoked(state) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        state.revoked.unwrap().reason,
+        RevocationReason::FamilyRevoked
+    );
+    assert_eq!(
+        r.revoke_family(&f.id, T0 + 6).await.unwrap(),
+        RevokeOutcome::AlreadyRevoked
+    );
+    assert!(matches!(
+        refresh_err(&r, &t0, None, T0 + 6).await,
+        Error::Revoked
+    ));
+    assert!(is_revoked(&b, f.id, T0 + 6).await);
+    assert!(!is_revoked(&b, other.id, T0 + 6).await);
+    refresh_ok(&r, &o0, None, T0 + 6).await;
+}
+
+/// Revocation of every family of a subject; other subjects are unaffected; `families_of`
+/// lists a subject's families.
+pub async fn revoke_by_subject(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, config());
+    let mut alice = Vec::new();
+    for _ in 0..3 {
+        alice.push(issue(&r, "alice", None).await);
+    }
+    let (bob_token, bob) = issue(&r, "bob", None).await;
+    let mut listed = r.families_of("alice").await.unwrap();
+    listed.sort();
+    let mut expected: Vec<FamilyId> = alice.iter().map(|(_, f)| f.id).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert_eq!(r.families_of("bob").await.unwrap(), vec![bob.id]);
+    assert!(r.families_of("nobody").await.unwrap().is_empty());
+
+    // One of alice's families is already revoked: not counted again.
+    r.revoke_family(&alice[0].1.id, T0 + 1).await.unwrap();
+    assert_eq!(r.revoke_subject("alice", T0 + 2).await.unwrap(), 2);
+    for (token, f) in &alice {
+        assert!(matches!(
+            refresh_err(&r, token, None, T0 + 3).await,
+            Error::Revoked
+        ));
+        assert!(is_revoked(&b, f.id, T0 + 3).await);
+    }
+    let stored = b.store.get(&alice[1].1.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.revoked.unwrap().reason,
+        RevocationReason::SubjectRevoked
+    );
+    assert_eq!(r.revoke_subject("alice", T0 + 4).await.unwrap(), 0);
+    assert_eq!(r.revoke_subject("nobody", T0 + 4).await.unwrap(), 0);
+    assert!(!is_revoked(&b, bob.id, T0 + 4).await);
+    refresh_ok(&r, &bob_token, None, T0 + 5).await;
+}
+
+/// A revoked family stays listed for the longest access-token lifetime, then lapses; the
+/// listing is enumerable.
+pub async fn revocation_list_ttl(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, config()); // access tokens live at most 300 s
+    let (_, f) = issue(&r, "alice", None).await;
+    r.revoke_family(&f.id, T0 + 10).await.unwrap();
+    assert!(is_revoked(&b, f.id, T0 + 10).await);
+    assert!(is_revoked(&b, f.id, T0 + 309).await);
+    assert!(!is_revoked(&b, f.id, T0 + 310).await);
+    let listed = b.revocations.revoked(T0 + 11).await.unwrap();
+    let entry = listed.iter().find(|e| e.family_id == f.id).expect("listed");
+    assert_eq!(entry.revoked_at, T0 + 10);
+    assert_eq!(entry.listed_until, T0 + 310);
+    assert_eq!(entry.reason, RevocationReason::FamilyRevoked);
+    assert!(
+        !b.revocations
+            .revoked(T0 + 310)
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.family_id == f.id)
+    );
+}
+
+/// A subscriber receives an event for every kind of revocation, once.
+pub async fn revocation_events(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, config());
+    let mut sub = b.revocations.subscribe();
+    let (t0, by_reuse) = issue(&r, "alice", None).await;
+    let (t_tok, by_token) = issue(&r, "alice", None).await;
+    let (_, by_family) = issue(&r, "alice", None).await;
+    let (_, by_subject) = issue(&r, "bob", None).await;
+
+    refresh_ok(&r, &t0, None, T0 + 1).await;
+    refresh_err(&r, &t0, None, T0 + 2).await;
+    r.revoke_token(t_tok.as_str(), T0 + 3).await.unwrap();
+    r.revoke_family(&by_family.id, T0 + 4).await.unwrap();
+    r.revoke_subject("bob", T0 + 5).await.unwrap();
+
+    let cases = [
+        (by_reuse.id, RevocationReason::ReuseDetected, T0 + 2),
+        (by_token.id, RevocationReason::TokenRevoked, T0 + 3),
+        (by_family.id, RevocationReason::FamilyRevoked, T0 + 4),
+        (by_subject.id, RevocationReason::SubjectRevoked, T0 + 5),
+    ];
+    let ids: Vec<FamilyId> = cases.iter().map(|c| c.0).collect();
+    let events = collect_events(h, &mut sub, &ids).await;
+    for (id, reason, at) in cases {
+        let mine: Vec<&RevocationEvent> = events.iter().filter(|e| e.family_id == id).collect();
+        assert_eq!(mine.len(), 1, "events for {id:?}: {mine:?}");
+        assert_eq!(mine[0].reason, reason);
+        assert_eq!(mine[0].revoked_at, at);
+        assert_eq!(mine[0].listed_until, at + 300);
+    }
+    // Repeated revocations publish nothing new.
+    r.revoke_family(&by_family.id, T0 + 6).await.unwrap();
+    r.revoke_subject("bob", T0 + 6).await.unwrap();
+    refresh_err(&r, &t0, None, T0 + 6).await;
+    let again = collect_events(h, &mut sub, &[]).await;
+    assert!(again.is_empty(), "events repeated: {again:?}");
+}
+
+// ---- concurrency --------------------------------------------------------------------------
+
+/// A future that yields to the scheduler once.
+fn yield_now() -> impl Future<Output = ()> {
+    let mut yielded = false;
+    std::future::poll_fn(move |cx: &mut Context<'_>| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Attempt {
+    Rotated(String),
+    Grace(String),
+    Reuse,
+    Revoked,
+    Other(String),
+}
+
+/// Runs 64 refreshes of `token` in parallel (released together) and returns their results.
+async fn race(h: &dyn Harness, r: &Arc<Rotator>, token: &RefreshToken, now: i64) -> Vec<Attempt> {
+    const N: usize = 64;
+    let results = Arc::new(Mutex::new(Vec::with_capacity(N)));
+    let ready = Arc::new(AtomicUsize::new(0));
+    let go = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::with_capacity(N);
+    for _ in 0..N {
+        let (r, token, results) = (r.clone(), token.clone(), results.clone());
+        let (ready, go) = (ready.clone(), go.clone());
+        handles.push(h.spawn(Box::pin(async move {
+            ready.fetch_add(1, Ordering::SeqCst);
+            while !go.load(Ordering::SeqCst) {
+                yield_now().await;
+            }
+            let attempt = match r.refresh(token.as_str(), None, None, now).await {
+                Ok(out) if out.is_grace_retry => Attempt::Grace(out.token.as_str().to_owned()),
+                Ok(out) => Attempt::Rotated(out.token.as_str().to_owned()),
+                Err(Error::ReuseDetected) => Attempt::Reuse,
+                Err(Error::Revoked) => Attempt::Revoked,
+                Err(e) => Attempt::Other(format!("{e:?}")),
+            };
+            results.lock().unwrap().push(attempt);
+        })));
+    }
+    while ready.load(Ordering::SeqCst) < N {
+        h.sleep(Duration::from_millis(1)).await;
+    }
+    go.store(true, Ordering::SeqCst);
+    for handle in handles {
+        handle.await;
+    }
+    let out = std::mem::take(&mut *results.lock().unwrap());
+    assert_eq!(out.len(), N);
+    out
+}
+
+fn count(attempts: &[Attempt], f: impl Fn(&Attempt) -> bool) -> usize {
+    attempts.iter().filter(|a| f(a)).count()
+}
+
+/// 64 concurrent rotations of one token, `rounds` times (a fresh family each round, after a
+/// few sequential rotations): exactly one succeeds; of the 63 others exactly one detects reuse
+/// and revokes the family, the rest find it revoked; exactly one revocation event per family.
+pub async fn concurrent_rotations(h: &dyn Harness, rounds: usize) {
+    let b = h.backend().await;
+    let r = Arc::new(rotator(&b, config()));
+    let mut sub = b.revocations.subscribe();
+    let mut families = Vec::new();
+    for round in 0..rounds {
+        let (mut token, f) = issue(&r, "racer", None).await;
+        for i in 0..(round % 3) {
+            token = refresh_ok(&r, &token, None, T0 + i64::try_from(i).unwrap())
+                .await
+                .token;
+        }
+        let now = T0 + 10;
+        let attempts = race(h, &r, &token, now).await;
+        let winners: Vec<&Attempt> = attempts
+            .iter()
+            .filter(|a| matches!(a, Attempt::Rotated(_)))
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {attempts:?}");
+        assert_eq!(
+            count(&attempts, |a| *a == Attempt::Reuse),
+            1,
+            "round {round}: {attempts:?}"
+        );
+        assert_eq!(
+            count(&attempts, |a| *a == Attempt::Revoked),
+            62,
+            "round {round}: {attempts:?}"
+        );
+        assert!(is_revoked(&b, f.id, now).await);
+        // The winner's token is dead too: the family is revoked.
+        let Attempt::Rotated(text) = winners[0] else {
+            unreachable!()
+        };
+        let e = r.refresh(text, None, None, now + 1).await.unwrap_err();
+        assert!(matches!(e, Error::Revoked), "{e:?}");
+        let stored = b.store.get(&f.id).await.unwrap().unwrap();
+        assert_eq!(
+            stored.revoked.unwrap().reason,
+            RevocationReason::ReuseDetected
+        );
+        families.push(f.id);
+    }
+    let events = collect_events(h, &mut sub, &families).await;
+    for id in &families {
+        let mine: Vec<&RevocationEvent> = events.iter().filter(|e| e.family_id == *id).collect();
+        assert_eq!(mine.len(), 1, "events for {id:?}: {mine:?}");
+        assert_eq!(mine[0].reason, RevocationReason::ReuseDetected);
+    }
+}
+
+/// 64 concurrent refreshes with grace (up to 8 retries): one rotation, exactly 8 grace
+/// retries that all return the winner's token, one reuse, 54 revoked; then with 64 allowed
+/// retries, one rotation and 63 retries and the family stays usable.
+pub async fn concurrent_grace_retries(h: &dyn Harness, rounds: usize) {
+    let b = h.backend().await;
+    let limited = Arc::new(rotator(&b, grace_config(60, 8)));
+    let generous = Arc::new(rotator(&b, grace_config(60, 64)));
+    for round in 0..rounds.div_ceil(2) {
+        let (token, _) = issue(&limited, "racer", None).await;
+        let attempts = race(h, &limited, &token, T0 + 1).await;
+        let winner = attempts
+            .iter()
+            .find_map(|a| match a {
+                Attempt::Rotated(t) => Some(t.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("round {round}: no winner: {attempts:?}"));
+        assert_eq!(
+            count(&attempts, |a| matches!(a, Attempt::Rotated(_))),
+            1,
+            "{attempts:?}"
+        );
+        assert_eq!(
+            count(&attempts, |a| *a == Attempt::Grace(winner.clone())),
+            8,
+            "{attempts:?}"
+        );
+        assert_eq!(
+            count(&attempts, |a| *a == Attempt::Reuse),
+            1,
+            "{attempts:?}"
+        );
+        assert_eq!(
+            count(&attempts, |a| *a == Attempt::Revoked),
+            54,
+            "{attempts:?}"
+        );
+
+        let (token, f) = issue(&generous, "racer", None).await;
+        let attempts = race(h, &generous, &token, T0 + 1).await;
+        let winner = attempts
+            .iter()
+            .find_map(|a| match a {
+                Attempt::Rotated(t) => Some(t.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("round {round}: no winner: {attempts:?}"));
+        assert_eq!(
+            count(&attempts, |a| *a == Attempt::Grace(winner.clone())),
+            63,
+            "{attempts:?}"
+        );
+        let stored = b.store.get(&f.id).await.unwrap().unwrap();
+        assert!(stored.revoked.is_none());
+        assert_eq!(stored.generation, 1);
+        assert_eq!(stored.grace.unwrap().uses, 63);
+        let winner = RefreshToken::parse(&winner).unwrap();
+        refresh_ok(&generous, &winner, None, T0 + 2).await;
+    }
+}
+
+impl fmt::Debug for dyn Harness + '_ {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Harness")
+    }
+}

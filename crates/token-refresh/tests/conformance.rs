@@ -1,0 +1,138 @@
+//! The backend conformance suite (`token_refresh::conformance`) against the in-memory store,
+//! one test per check so failures are named. `token-store-redis` runs the same suite against
+//! Redis standalone and Cluster.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test and bench code: a failure should panic"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use token_refresh::MemoryStore;
+use token_refresh::conformance::{self, Backend, BoxFuture, Harness, TaskFuture};
+
+struct Memory;
+
+impl Harness for Memory {
+    fn backend(&self) -> BoxFuture<'_, Backend> {
+        Box::pin(async { Backend::new(Arc::new(MemoryStore::new())) })
+    }
+    fn spawn(&self, task: TaskFuture) -> TaskFuture {
+        let handle = tokio::spawn(task);
+        Box::pin(async move {
+            if let Err(e) = handle.await {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        })
+    }
+    fn sleep(&self, duration: Duration) -> TaskFuture {
+        Box::pin(tokio::time::sleep(duration))
+    }
+    fn concurrency_rounds(&self) -> usize {
+        50
+    }
+}
+
+macro_rules! checks {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            conformance::$name(&Memory).await;
+        }
+    )*};
+}
+
+checks!(
+    issue_and_rotate,
+    reuse_revokes_family,
+    forged_token_leaves_family_usable,
+    refused_before_store_lookup,
+    unknown_family,
+    create_never_overwrites,
+    grace_off_previous_is_reuse,
+    grace_returns_same_successor,
+    grace_use_limit,
+    grace_outside_window_is_reuse,
+    grace_older_token_is_reuse,
+    grace_requires_same_dpop_key,
+    grace_disabled_later_is_reuse,
+    dpop_binding,
+    down_scoping,
+    absolute_expiry_never_extended,
+    idle_expiry_renewed,
+    bounded_history,
+    revoke_by_token,
+    revoke_by_family,
+    revoke_by_subject,
+    revocation_list_ttl,
+    revocation_events,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_rotations() {
+    conformance::concurrent_rotations(&Memory, Memory.concurrency_rounds()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_grace_retries() {
+    conformance::concurrent_grace_retries(&Memory, Memory.concurrency_rounds()).await;
+}
+
+/// `run_all` is what other backends call; make sure it runs end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_all() {
+    conformance::run_all(&Memory).await;
+}
+
+/// The memory store's own bounds: lazy and explicit purging, and the family limit.
+#[tokio::test]
+async fn memory_store_is_bounded() {
+    use token_refresh::{FamilyStore, Pepper, RevocationList, Rotator, RotatorConfig};
+    let store = Arc::new(MemoryStore::new().with_max_families(100));
+    let config = RotatorConfig::builder()
+        .family_lifetime(Duration::from_secs(100))
+        .idle_ttl(Duration::from_secs(50))
+        .max_access_token_lifetime(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let r = Rotator::new(store.clone(), Pepper::generate().unwrap(), config);
+    let t0 = conformance::T0;
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        ids.push(r.issue("u", "c", &[], None, t0).await.unwrap().1.id);
+    }
+    assert_eq!(store.len(), 100);
+    let full = r.issue("u", "c", &[], None, t0).await.unwrap_err();
+    assert_eq!(full.oauth_error().as_str(), "temporarily_unavailable");
+    r.revoke_family(&ids[0], t0).await.unwrap();
+
+    // Once they expire, creating sweeps them and makes room.
+    let (_, fresh) = r.issue("u", "c", &[], None, t0 + 50).await.unwrap();
+    assert_eq!(store.len(), 1);
+    assert_eq!(r.families_of("u").await.unwrap(), vec![fresh.id]);
+    assert!(store.get(&ids[1]).await.unwrap().is_none());
+    assert!(!store.is_revoked(&ids[0], t0 + 10).await.unwrap());
+    assert!(store.revoked(t0 + 10).await.unwrap().is_empty());
+
+    // Writes sweep lazily too (a shard every 256 writes): families expired by the writers'
+    // clock go without an explicit purge.
+    let store = Arc::new(MemoryStore::new());
+    let r = Rotator::new(
+        store.clone(),
+        Pepper::generate().unwrap(),
+        r.config().clone(),
+    );
+    for _ in 0..1000 {
+        r.issue("old", "c", &[], None, t0).await.unwrap();
+    }
+    for _ in 0..5000 {
+        r.issue("new", "c", &[], None, t0 + 60).await.unwrap();
+    }
+    assert_eq!(store.len(), 5000);
+    assert!(r.families_of("old").await.unwrap().is_empty());
+    assert_eq!(store.purge_expired(t0 + 110).unwrap(), 5000);
+    assert!(store.is_empty());
+}

@@ -1,0 +1,147 @@
+//! Property tests: the model-based driver (`token_refresh::conformance::model`) against the
+//! memory store, `decide` against its own specification on arbitrary states, and "never
+//! panics" for the token parser.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test and bench code: a failure should panic"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use token_refresh::conformance::{Backend, BoxFuture, Harness, TaskFuture, model};
+use token_refresh::{
+    FamilyId, MemoryStore, RefreshToken, RevokeOutcome, RotateOutcome, decide, decide_revoke,
+};
+
+struct Memory;
+
+impl Harness for Memory {
+    fn backend(&self) -> BoxFuture<'_, Backend> {
+        Box::pin(async { Backend::new(Arc::new(MemoryStore::new())) })
+    }
+    fn spawn(&self, task: TaskFuture) -> TaskFuture {
+        let handle = tokio::spawn(task);
+        Box::pin(async move {
+            if let Err(e) = handle.await {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        })
+    }
+    fn sleep(&self, duration: Duration) -> TaskFuture {
+        Box::pin(tokio::time::sleep(duration))
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Random operation sequences: the memory-store-backed rotator agrees with the model at
+    /// every step.
+    #[test]
+    fn model_agrees_with_memory_store(cfg in model::config_strategy(), ops in model::ops_strategy(80)) {
+        runtime().block_on(model::run(&Memory, &cfg, &ops));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// `decide` on arbitrary states keeps its invariants: untouched families for refusals,
+    /// the absolute expiry never moves, history stays bounded, only current tokens rotate.
+    #[test]
+    fn decide_invariants((family, req) in model::decide_cases()) {
+        let outcome = decide(&family, &req);
+        match &outcome {
+            RotateOutcome::Rotated(next) => {
+                prop_assert!(family.revoked.is_none());
+                prop_assert!(!family.is_expired(req.now));
+                prop_assert!(family.current_hash == req.presented_hash);
+                prop_assert_eq!(next.generation, family.generation + 1);
+                prop_assert!(next.current_hash == req.new_hash);
+                prop_assert_eq!(next.absolute_expires_at, family.absolute_expires_at);
+                prop_assert!(next.idle_expires_at <= next.absolute_expires_at);
+                prop_assert!(next.rotated.len() <= token_refresh::MAX_ROTATED_HASHES);
+                prop_assert!(next.rotated.last() == Some(&family.current_hash));
+                prop_assert_eq!(next.grace.is_some(), req.grace.is_enabled());
+                prop_assert_eq!(&next.scopes, &family.scopes);
+            }
+            RotateOutcome::GraceRetry { family: next, .. } => {
+                prop_assert!(req.grace.is_enabled());
+                let g = family.grace.as_ref().unwrap();
+                prop_assert!(g.previous_hash == req.presented_hash);
+                prop_assert!(req.now < g.rotated_at + req.grace.window);
+                prop_assert_eq!(next.grace.as_ref().unwrap().uses, g.uses + 1);
+                prop_assert_eq!(next.generation, family.generation);
+                prop_assert!(next.current_hash == family.current_hash);
+            }
+            RotateOutcome::Reuse(next) => {
+                prop_assert!(family.revoked.is_none());
+                prop_assert!(family.current_hash != req.presented_hash);
+                prop_assert!(next.revoked.is_some());
+                prop_assert!(next.grace.is_none());
+                prop_assert_eq!(next.generation, family.generation);
+            }
+            RotateOutcome::Forged => {
+                prop_assert!(family.current_hash != req.presented_hash);
+                prop_assert!(!family.rotated.contains(&req.presented_hash));
+            }
+            _ => prop_assert!(outcome.new_state().is_none()),
+        }
+    }
+
+    /// `decide_revoke`: only a known token (or none) revokes, once.
+    #[test]
+    fn decide_revoke_invariants((family, presented, req) in model::revoke_cases()) {
+        let known = presented.is_none_or(|h| {
+            family.current_hash == h
+                || family.rotated.contains(&h)
+                || family.grace.as_ref().is_some_and(|g| g.previous_hash == h)
+        });
+        match decide_revoke(&family, presented.as_ref(), &req) {
+            RevokeOutcome::Forged => prop_assert!(!known),
+            RevokeOutcome::AlreadyRevoked => prop_assert!(known && family.revoked.is_some()),
+            RevokeOutcome::Revoked(next) => {
+                prop_assert!(known && family.revoked.is_none());
+                prop_assert_eq!(next.revoked.unwrap().at, req.now);
+                prop_assert!(next.grace.is_none());
+            }
+            other => prop_assert!(false, "{other:?}"),
+        }
+    }
+
+    /// The parser never panics and accepts exactly what it produced.
+    #[test]
+    fn parse_never_panics(input in ".{0,300}") {
+        token_refresh::fuzzing::parse_refresh_token(input.as_bytes());
+        let _ = RefreshToken::parse(&input);
+    }
+
+    /// Mutating one character of a valid token is always refused before any store lookup.
+    #[test]
+    fn single_character_changes_are_refused(pos in 0usize..77, c in prop::char::range('!', '~')) {
+        let token = RefreshToken::generate(FamilyId::generate().unwrap()).unwrap();
+        let mut text: Vec<char> = token.as_str().chars().collect();
+        prop_assume!(text[pos] != c);
+        text[pos] = c;
+        let text: String = text.into_iter().collect();
+        let err = RefreshToken::parse(&text).unwrap_err();
+        prop_assert!(err.is_format_error());
+    }
+
+    /// Event decoding never panics.
+    #[test]
+    fn event_parse_never_panics(input in prop::collection::vec(any::<u8>(), 0..2000)) {
+        token_refresh::fuzzing::parse_revocation_event(&input);
+    }
+}

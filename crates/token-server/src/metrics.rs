@@ -1,0 +1,58 @@
+//! Metric names, in one place, and the Prometheus recorder.
+//!
+//! Labels carry only bounded, non-secret values (RPC names, status codes, outcomes, reasons,
+//! algorithms), never a token, key, subject or client id.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Tokens issued, by `type` (`access`, `refresh`) and `alg` / `binding`.
+pub const TOKENS_ISSUED: &str = "token_service_tokens_issued_total";
+/// Refresh rotations by `outcome` (`rotated`, `grace`, `reuse`, `invalid`, `revoked`, `expired`,
+/// `dpop_mismatch`, `error`).
+pub const ROTATIONS: &str = "token_service_rotations_total";
+/// Families revoked, by `reason`.
+pub const FAMILIES_REVOKED: &str = "token_service_families_revoked_total";
+/// DPoP validations by `outcome` and failure `reason`.
+pub const DPOP_VALIDATIONS: &str = "token_service_dpop_validations_total";
+/// Offset of a DPoP proof's `iat` from the server clock, in seconds.
+pub const DPOP_IAT_OFFSET: &str = "token_service_dpop_iat_offset_seconds";
+/// Signer latency, by `alg`.
+pub const SIGN_SECONDS: &str = "token_service_sign_seconds";
+/// Signer errors.
+pub const SIGN_ERRORS: &str = "token_service_sign_errors_total";
+/// Store operation latency, by `op`.
+pub const STORE_SECONDS: &str = "token_service_store_seconds";
+/// Store errors, by `op`.
+pub const STORE_ERRORS: &str = "token_service_store_errors_total";
+/// Request latency, by `rpc` and gRPC `code`.
+pub const REQUEST_SECONDS: &str = "token_service_request_seconds";
+/// Requests refused before reaching a handler, by `reason`.
+pub const CALLER_REJECTED: &str = "token_service_caller_rejected_total";
+
+/// Installs the process-wide Prometheus recorder (once; later calls reuse it).
+///
+/// # Errors
+/// When the recorder cannot be built.
+pub fn install_recorder() -> Result<PrometheusHandle, String> {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let buckets = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(DPOP_IAT_OFFSET.into()),
+                &[
+                    -60.0, -30.0, -10.0, -5.0, -1.0, 0.0, 1.0, 5.0, 10.0, 30.0, 60.0,
+                ],
+            )
+        })
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}

@@ -1,0 +1,520 @@
+//! The `token.v1.TokenService` gRPC service: request checks, then calls into the libraries.
+//!
+//! Logic lives in the libraries: `token-dpop` validates proofs, `token-refresh` owns families
+//! and rotation, `token-jwt` builds, signs and verifies access tokens. This file checks
+//! requests, wires those calls in the order of the request flow (see ARCHITECTURE), records
+//! metrics and maps errors through [`crate::errors`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use token_jwt::{AccessTokenBuilder, Claims, CustomClaims};
+use token_refresh::{Family, FamilyId};
+use tonic::{Request, Response, Status};
+
+use crate::errors::{self, invalid_request};
+use crate::metrics as m;
+use crate::proto::token_service_server::TokenService;
+use crate::proto::{
+    DPoPProof, GenerateTokensRequest, GetJwksRequest, GetJwksResponse, IntrospectTokenRequest,
+    IntrospectTokenResponse, RefreshTokensRequest, RevokeTokenRequest, RevokeTokenResponse,
+    TokenResponse, ValidateDPoPRequest, ValidateDPoPResponse, revoke_token_request,
+};
+use crate::state::AppState;
+
+/// Longest subject, client id, audience or scope accepted.
+const MAX_FIELD_BYTES: usize = 1024;
+/// Most audiences or scopes in one request.
+const MAX_LIST: usize = 64;
+/// Largest `additional_claims_json`.
+const MAX_ADDITIONAL_CLAIMS_BYTES: usize = 8 * 1024;
+
+/// The service implementation.
+#[derive(Debug, Clone)]
+pub struct TokenServiceImpl {
+    state: Arc<AppState>,
+}
+
+impl TokenServiceImpl {
+    /// A service over the shared state.
+    pub fn new(state: Arc<AppState>) -> Self {
+        TokenServiceImpl { state }
+    }
+}
+
+/// The current time in seconds since the Unix epoch: the one place the server reads the clock
+/// for token logic (libraries take it as a parameter).
+pub fn now() -> i64 {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the server is where the clock is read"
+    )]
+    let t = std::time::SystemTime::now();
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Records latency by RPC and status code.
+fn observe<T>(rpc: &'static str, start: Instant, result: &Result<T, Status>) {
+    let code = match result {
+        Ok(_) => "OK".to_owned(),
+        Err(s) => format!("{:?}", s.code()),
+    };
+    metrics::histogram!(m::REQUEST_SECONDS, "rpc" => rpc, "code" => code).record(start.elapsed());
+}
+
+fn check_text(name: &'static str, value: &str, required: bool) -> Result<(), Status> {
+    if value.is_empty() {
+        return if required {
+            Err(invalid_request(format!("{name} is required")))
+        } else {
+            Ok(())
+        };
+    }
+    if value.len() > MAX_FIELD_BYTES || value.chars().any(char::is_control) {
+        return Err(invalid_request(format!(
+            "{name} is too long or contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_list(name: &'static str, values: &[String]) -> Result<(), Status> {
+    if values.len() > MAX_LIST {
+        return Err(invalid_request(format!("too many {name}")));
+    }
+    values.iter().try_for_each(|v| check_text(name, v, true))
+}
+
+fn parse_additional_claims(json: &str) -> Result<CustomClaims, Status> {
+    if json.is_empty() {
+        return Ok(CustomClaims::new());
+    }
+    if json.len() > MAX_ADDITIONAL_CLAIMS_BYTES {
+        return Err(invalid_request("additional_claims_json is too large"));
+    }
+    let map = token_jwt::strict_json::parse_object(
+        json.as_bytes(),
+        token_jwt::Part::Payload,
+        token_jwt::JsonLimits::new(8, 256),
+    )
+    .map_err(|_| {
+        invalid_request("additional_claims_json must be a JSON object without duplicate members")
+    })?;
+    // Names this service sets itself, beyond the registered ones CustomClaims refuses.
+    const RESERVED: [&str; 4] = ["typ", "kid", "alg", "jwk"];
+    if let Some(name) = map.keys().find(|k| RESERVED.contains(&k.as_str())) {
+        return Err(invalid_request(format!(
+            "additional_claims_json may not set the reserved claim {name:?}"
+        )));
+    }
+    CustomClaims::from_map(map).map_err(|e| match e {
+        token_jwt::Error::ReservedClaim(name) => invalid_request(format!(
+            "additional_claims_json may not set the registered claim {name:?}"
+        )),
+        _ => invalid_request("invalid additional_claims_json"),
+    })
+}
+
+fn proof_parts(p: &DPoPProof) -> Result<(&str, &str, &str), Status> {
+    if p.proof.is_empty() {
+        return Err(invalid_request("dpop.proof is empty"));
+    }
+    check_text("dpop.http_method", &p.http_method, true)?;
+    check_text("dpop.http_uri", &p.http_uri, true)?;
+    Ok((&p.proof, &p.http_method, &p.http_uri))
+}
+
+impl TokenServiceImpl {
+    /// Validates a proof on Generate/Refresh; failures are `UNAUTHENTICATED`.
+    async fn dpop_jkt(
+        &self,
+        proof: Option<&DPoPProof>,
+        now: i64,
+    ) -> Result<Option<String>, Status> {
+        let Some(p) = proof else {
+            return Ok(None);
+        };
+        let (proof, method, uri) = proof_parts(p)?;
+        let request = token_dpop::Request::new(method, uri);
+        match self
+            .state
+            .dpop
+            .validate(&[proof], &request, None, None, now)
+            .await
+        {
+            Ok(v) => {
+                metrics::counter!(m::DPOP_VALIDATIONS, "outcome" => "valid", "reason" => "")
+                    .increment(1);
+                #[allow(clippy::cast_precision_loss, reason = "seconds of clock skew")]
+                metrics::histogram!(m::DPOP_IAT_OFFSET).record((v.iat - now) as f64);
+                Ok(Some(v.jkt))
+            }
+            Err(e) => {
+                metrics::counter!(m::DPOP_VALIDATIONS, "outcome" => "invalid", "reason" => e.description())
+                    .increment(1);
+                Err(errors::dpop(&e))
+            }
+        }
+    }
+
+    /// Builds and signs an access token.
+    async fn mint(&self, builder: AccessTokenBuilder, now: i64) -> Result<String, Status> {
+        let claims = builder
+            .build(now)
+            .map_err(|_| Status::internal("could not build the token claims"))?;
+        let start = Instant::now();
+        let signer = self.state.keys.active();
+        let token = self
+            .state
+            .keys
+            .encoder()
+            .encode_async(&claims, &*signer)
+            .await
+            .map_err(|e| errors::signing(&e))?;
+        metrics::histogram!(m::SIGN_SECONDS, "alg" => signer.algorithm().as_str())
+            .record(start.elapsed());
+        metrics::counter!(m::TOKENS_ISSUED, "type" => "access", "alg" => signer.algorithm().as_str())
+            .increment(1);
+        Ok(token)
+    }
+
+    /// The access token of a family: its subject, client, `sid` and DPoP binding.
+    fn access_builder(
+        &self,
+        family: &Family,
+        audience: &[String],
+        scopes: &[String],
+        ttl: u64,
+    ) -> AccessTokenBuilder {
+        let audience = if audience.is_empty() {
+            &self.state.config.default_audience
+        } else {
+            audience
+        };
+        let mut b = AccessTokenBuilder::new(self.state.config.issuer.clone(), ttl)
+            .subject(family.subject.as_str())
+            .client_id(family.client_id.as_str())
+            .audience(audience.iter().cloned())
+            .scopes(scopes)
+            .session_id(family.id.to_string());
+        if let Some(jkt) = &family.dpop_jkt {
+            b = b.dpop_jkt(jkt.as_str());
+        }
+        b
+    }
+
+    fn ttl(&self, requested: u32) -> u64 {
+        let max = self.state.config.access_token_ttl;
+        match u64::from(requested) {
+            0 => max,
+            t => t.min(max),
+        }
+    }
+
+    /// Verifies one of our access tokens and checks its family is not revoked.
+    async fn verify_access_token(&self, token: &str, now: i64) -> Result<Claims, &'static str> {
+        let verified = self
+            .state
+            .policy
+            .verify_async(token, &*self.state.keys, now)
+            .await
+            .map_err(|_| "the access token is invalid or expired")?;
+        let claims = verified.into_claims();
+        if let Some(sid) = &claims.sid {
+            let id = FamilyId::parse(sid).map_err(|_| "the access token has an invalid sid")?;
+            match self.state.revocations.is_revoked(&id, now).await {
+                Ok(false) => {}
+                Ok(true) => return Err("the access token's grant was revoked"),
+                Err(_) => return Err("revocation status unavailable"),
+            }
+        }
+        Ok(claims)
+    }
+}
+
+#[tonic::async_trait]
+impl TokenService for TokenServiceImpl {
+    #[tracing::instrument(skip_all, fields(rpc = "GenerateTokens", family_id))]
+    async fn generate_tokens(
+        &self,
+        request: Request<GenerateTokensRequest>,
+    ) -> Result<Response<TokenResponse>, Status> {
+        let start = Instant::now();
+        let result = async {
+            let now = now();
+            let r = request.into_inner();
+            check_text("subject", &r.subject, true)?;
+            check_text("client_id", &r.client_id, true)?;
+            check_list("audience", &r.audience)?;
+            check_list("scopes", &r.scopes)?;
+            let custom = parse_additional_claims(&r.additional_claims_json)?;
+            let ttl = self.ttl(r.access_token_ttl_seconds);
+            let jkt = self.dpop_jkt(r.dpop.as_ref(), now).await?;
+
+            let (refresh, family) = self
+                .state
+                .rotator
+                .issue(&r.subject, &r.client_id, &r.scopes, jkt.as_deref(), now)
+                .await
+                .map_err(|e| errors::refresh(&e))?;
+            tracing::Span::current().record("family_id", tracing::field::display(&family.id));
+            metrics::counter!(m::TOKENS_ISSUED, "type" => "refresh", "alg" => "opaque")
+                .increment(1);
+
+            let builder = self.access_builder(&family, &r.audience, &family.scopes, ttl)
+                .custom_claims(custom);
+            let access_token = self.mint(builder, now).await?;
+            Ok(Response::new(TokenResponse {
+                access_token,
+                token_type: if jkt.is_some() { "DPoP" } else { "Bearer" }.to_owned(),
+                expires_in: i64::try_from(ttl).unwrap_or(i64::MAX),
+                refresh_token: refresh.as_str().to_owned(),
+                refresh_expires_in: family.expires_at() - now,
+                family_id: family.id.to_string(),
+                scopes: family.scopes.clone(),
+            }))
+        }
+        .await;
+        observe("GenerateTokens", start, &result);
+        result
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "RefreshTokens", family_id))]
+    async fn refresh_tokens(
+        &self,
+        request: Request<RefreshTokensRequest>,
+    ) -> Result<Response<TokenResponse>, Status> {
+        let start = Instant::now();
+        let result = async {
+            let now = now();
+            let r = request.into_inner();
+            if r.refresh_token.is_empty() {
+                return Err(invalid_request("refresh_token is required"));
+            }
+            check_list("scopes", &r.scopes)?;
+            let jkt = self.dpop_jkt(r.dpop.as_ref(), now).await?;
+            let requested = (!r.scopes.is_empty()).then_some(r.scopes.as_slice());
+            let outcome = match self
+                .state
+                .rotator
+                .refresh(&r.refresh_token, jkt.as_deref(), requested, now)
+                .await
+            {
+                Ok(o) => o,
+                Err(e) => {
+                    metrics::counter!(m::ROTATIONS, "outcome" => rotation_outcome(&e)).increment(1);
+                    if matches!(e, token_refresh::Error::ReuseDetected) {
+                        metrics::counter!(m::FAMILIES_REVOKED, "reason" => "reuse").increment(1);
+                        tracing::warn!("refresh token reuse: the family was revoked");
+                    }
+                    return Err(errors::refresh(&e));
+                }
+            };
+            let family = &outcome.family;
+            tracing::Span::current().record("family_id", tracing::field::display(&family.id));
+            metrics::counter!(m::ROTATIONS, "outcome" => if outcome.is_grace_retry { "grace" } else { "rotated" })
+                .increment(1);
+            let ttl = self.state.config.access_token_ttl;
+            let builder = self.access_builder(family, &[], &outcome.scopes, ttl);
+            let access_token = self.mint(builder, now).await?;
+            Ok(Response::new(TokenResponse {
+                access_token,
+                token_type: if family.dpop_jkt.is_some() { "DPoP" } else { "Bearer" }.to_owned(),
+                expires_in: i64::try_from(ttl).unwrap_or(i64::MAX),
+                refresh_token: outcome.token.as_str().to_owned(),
+                refresh_expires_in: family.expires_at() - now,
+                family_id: family.id.to_string(),
+                scopes: outcome.scopes.clone(),
+            }))
+        }
+        .await;
+        observe("RefreshTokens", start, &result);
+        result
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "RevokeToken"))]
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        let start = Instant::now();
+        let result = async {
+            let now = now();
+            let r = request.into_inner();
+            check_text("reason", &r.reason, false)?;
+            let rotator = &self.state.rotator;
+            let (count, reason) = match r.target {
+                Some(revoke_token_request::Target::RefreshToken(t)) if !t.is_empty() => {
+                    let outcome = rotator
+                        .revoke_token(&t, now)
+                        .await
+                        .map_err(|e| errors::refresh(&e))?;
+                    (revoked_count(&outcome)?, "token")
+                }
+                Some(revoke_token_request::Target::FamilyId(id)) if !id.is_empty() => {
+                    let id = FamilyId::parse(&id)
+                        .map_err(|_| invalid_request("family_id is malformed"))?;
+                    let outcome = rotator
+                        .revoke_family(&id, now)
+                        .await
+                        .map_err(|e| errors::refresh(&e))?;
+                    (revoked_count(&outcome)?, "family")
+                }
+                Some(revoke_token_request::Target::Subject(s)) if !s.is_empty() => {
+                    check_text("subject", &s, true)?;
+                    let n = rotator
+                        .revoke_subject(&s, now)
+                        .await
+                        .map_err(|e| errors::refresh(&e))?;
+                    (u32::try_from(n).unwrap_or(u32::MAX), "subject")
+                }
+                _ => {
+                    return Err(invalid_request(
+                        "one of refresh_token, family_id or subject is required",
+                    ));
+                }
+            };
+            metrics::counter!(m::FAMILIES_REVOKED, "reason" => reason).increment(u64::from(count));
+            tracing::info!(families = count, by = reason, "revoked");
+            Ok(Response::new(RevokeTokenResponse {
+                families_revoked: count,
+            }))
+        }
+        .await;
+        observe("RevokeToken", start, &result);
+        result
+    }
+
+    async fn get_jwks(
+        &self,
+        _request: Request<GetJwksRequest>,
+    ) -> Result<Response<GetJwksResponse>, Status> {
+        Ok(Response::new(GetJwksResponse {
+            jwks_json: self.state.keys.jwks_json(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ValidateDPoP"))]
+    async fn validate_d_po_p(
+        &self,
+        request: Request<ValidateDPoPRequest>,
+    ) -> Result<Response<ValidateDPoPResponse>, Status> {
+        let start = Instant::now();
+        let result = async {
+            let now = now();
+            let r = request.into_inner();
+            if r.proof.is_empty() {
+                return Err(invalid_request("proof is required"));
+            }
+            check_text("http_method", &r.http_method, true)?;
+            check_text("http_uri", &r.http_uri, true)?;
+            check_text("expected_jkt", &r.expected_jkt, false)?;
+            let invalid = |error: &str, description: &str, nonce: Option<String>| {
+                Response::new(ValidateDPoPResponse {
+                    valid: false,
+                    error: error.to_owned(),
+                    error_description: description.to_owned(),
+                    dpop_nonce: nonce.unwrap_or_default(),
+                    ..ValidateDPoPResponse::default()
+                })
+            };
+            let mut expected = (!r.expected_jkt.is_empty()).then(|| r.expected_jkt.clone());
+            let access_token = (!r.access_token.is_empty()).then_some(r.access_token.as_str());
+            if let Some(token) = access_token {
+                let claims = match self.verify_access_token(token, now).await {
+                    Ok(c) => c,
+                    Err(why) => return Ok(invalid("invalid_token", why, None)),
+                };
+                let Some(jkt) = claims.cnf.and_then(|c| c.jkt) else {
+                    return Ok(invalid("invalid_token", "the access token is not DPoP-bound", None));
+                };
+                if expected.as_ref().is_some_and(|e| *e != jkt) {
+                    return Ok(invalid("invalid_token", "expected_jkt differs from the token's cnf.jkt", None));
+                }
+                expected = Some(jkt);
+            }
+            let request = token_dpop::Request::new(&r.http_method, &r.http_uri);
+            match self
+                .state
+                .dpop
+                .validate(&[r.proof.as_str()], &request, access_token, expected.as_deref(), now)
+                .await
+            {
+                Ok(v) => {
+                    metrics::counter!(m::DPOP_VALIDATIONS, "outcome" => "valid", "reason" => "").increment(1);
+                    #[allow(clippy::cast_precision_loss, reason = "seconds of clock skew")]
+                    metrics::histogram!(m::DPOP_IAT_OFFSET).record((v.iat - now) as f64);
+                    Ok(Response::new(ValidateDPoPResponse {
+                        valid: true,
+                        jkt: v.jkt,
+                        jti: v.jti,
+                        iat: v.iat,
+                        ..ValidateDPoPResponse::default()
+                    }))
+                }
+                Err(e) if e.is_server_error() => Err(errors::dpop(&e)),
+                Err(e) => {
+                    metrics::counter!(m::DPOP_VALIDATIONS, "outcome" => "invalid", "reason" => e.description())
+                        .increment(1);
+                    Ok(invalid(e.oauth_error(), e.description(), e.fresh_nonce().map(str::to_owned)))
+                }
+            }
+        }
+        .await;
+        observe("ValidateDPoP", start, &result);
+        result
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "IntrospectToken"))]
+    async fn introspect_token(
+        &self,
+        request: Request<IntrospectTokenRequest>,
+    ) -> Result<Response<IntrospectTokenResponse>, Status> {
+        let start = Instant::now();
+        let result = async {
+            let now = now();
+            let r = request.into_inner();
+            if r.token.is_empty() {
+                return Err(invalid_request("token is required"));
+            }
+            let response = match self.verify_access_token(&r.token, now).await {
+                Ok(claims) => IntrospectTokenResponse {
+                    active: true,
+                    claims_json: serde_json::to_string(&claims)
+                        .map_err(|_| Status::internal("claims could not be serialized"))?,
+                },
+                Err(_) => IntrospectTokenResponse::default(),
+            };
+            Ok(Response::new(response))
+        }
+        .await;
+        observe("IntrospectToken", start, &result);
+        result
+    }
+}
+
+fn revoked_count(outcome: &token_refresh::RevokeOutcome) -> Result<u32, Status> {
+    use token_refresh::RevokeOutcome;
+    match outcome {
+        RevokeOutcome::Revoked(_) => Ok(1),
+        RevokeOutcome::AlreadyRevoked | RevokeOutcome::NotFound => Ok(0),
+        RevokeOutcome::Forged => Err(errors::with_oauth_error(
+            Status::invalid_argument("the refresh token is not valid"),
+            "invalid_request",
+        )),
+        _ => Ok(0),
+    }
+}
+
+fn rotation_outcome(e: &token_refresh::Error) -> &'static str {
+    use token_refresh::Error as E;
+    match e {
+        E::ReuseDetected => "reuse",
+        E::Revoked => "revoked",
+        E::Expired => "expired",
+        E::DpopKeyMismatch | E::DpopProofRequired => "dpop_mismatch",
+        E::Store { .. } => "error",
+        _ => "invalid",
+    }
+}

@@ -1,0 +1,20 @@
+//! Logging setup: tracing with pretty or JSON output, filtered by `RUST_LOG`.
+//!
+//! Nothing logs tokens, proofs or keys: handlers log outcomes, ids they minted (family ids,
+//! `jti`s) and caller ids, never request bodies.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber (once; later calls do nothing).
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}

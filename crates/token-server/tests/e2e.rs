@@ -1,0 +1,842 @@
+//! End-to-end tests through a real tonic client against the server on ephemeral ports, with the
+//! in-memory store: every RPC's success path and error statuses, DPoP-bound generate, refresh
+//! and validate, verification against the published JWKS, reuse detection, introspection of a
+//! revoked family, caller authentication, the admin HTTP port, and the `token-service` binary
+//! started as a process (`cargo run` with no configuration; bad configuration).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a failed expectation should panic"
+)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use token_dpop::ProofBuilder;
+use token_jwt::{Algorithm, JwkSet, KeySet, Policy, PrivateKey, all_providers};
+use token_server::auth::CallerAuth;
+use token_server::config::Config;
+use token_server::proto::token_service_client::TokenServiceClient;
+use token_server::proto::{
+    DPoPProof, GenerateTokensRequest, GetJwksRequest, IntrospectTokenRequest, RefreshTokensRequest,
+    RevokeTokenRequest, ValidateDPoPRequest, revoke_token_request::Target,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+const CALLER: &str = "e2e-caller-token";
+const ISSUER: &str = "https://issuer.e2e.example";
+const URI: &str = "https://as.example/token";
+
+fn config(extra: &[(&str, &str)]) -> Config {
+    let digest: String = CallerAuth::digest(CALLER)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut vars: HashMap<String, String> = [
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("ADMIN_PORT", "0"),
+        ("ISSUER", ISSUER),
+        ("DEFAULT_AUDIENCE", "https://api.example"),
+        ("CALLER_TOKEN_SHA256", digest.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (k, v) in extra {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    Config::from_vars(&vars).unwrap()
+}
+
+struct Harness {
+    server: token_server::RunningServer,
+    client: TokenServiceClient<Channel>,
+}
+
+async fn harness(extra: &[(&str, &str)]) -> Harness {
+    let server = token_server::start(config(extra)).await.unwrap();
+    let client = TokenServiceClient::connect(format!("http://{}", server.grpc_addr))
+        .await
+        .unwrap();
+    Harness { server, client }
+}
+
+fn authed<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {CALLER}").parse().unwrap());
+    r
+}
+
+fn oauth_error(s: &Status) -> &str {
+    s.metadata()
+        .get("oauth-error")
+        .map_or("", |v| v.to_str().unwrap())
+}
+
+fn now() -> i64 {
+    token_server::service::now()
+}
+
+fn generate(subject: &str) -> GenerateTokensRequest {
+    GenerateTokensRequest {
+        subject: subject.into(),
+        client_id: "web".into(),
+        scopes: vec!["read".into(), "write".into()],
+        ..Default::default()
+    }
+}
+
+fn dpop(builder: &ProofBuilder, access_token: Option<&str>) -> DPoPProof {
+    DPoPProof {
+        proof: builder
+            .proof("POST", URI, access_token, None, now())
+            .unwrap(),
+        http_method: "POST".into(),
+        http_uri: URI.into(),
+    }
+}
+
+fn proof_builder() -> ProofBuilder {
+    let key = PrivateKey::generate(Algorithm::ES256).unwrap();
+    ProofBuilder::new(&key, &token_jwt::RustCryptoProvider::new()).unwrap()
+}
+
+async fn verifier(client: &mut TokenServiceClient<Channel>) -> KeySet {
+    // GetJWKS is public: no credentials.
+    let jwks = client
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .jwks_json;
+    let set = JwkSet::from_json(jwks.as_bytes()).unwrap();
+    KeySet::from_jwks(&set, &all_providers()[0]).unwrap()
+}
+
+#[tokio::test]
+async fn generate_verify_refresh_reuse_and_introspect() {
+    let mut h = harness(&[]).await;
+    let keys = verifier(&mut h.client).await;
+    let policy = Policy::builder()
+        .issuer(ISSUER)
+        .audience("https://api.example")
+        .build();
+
+    let first = h
+        .client
+        .generate_tokens(authed(generate("alice")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.token_type, "Bearer");
+    assert_eq!(first.expires_in, 900);
+    assert!(first.refresh_token.len() > 40);
+    let claims = policy
+        .verify(&first.access_token, &keys, now())
+        .unwrap()
+        .into_claims();
+    assert_eq!(claims.sub.as_deref(), Some("alice"));
+    assert_eq!(claims.client_id.as_deref(), Some("web"));
+    assert_eq!(claims.scope.as_deref(), Some("read write"));
+    assert_eq!(claims.sid.as_deref(), Some(first.family_id.as_str()));
+    assert!(claims.cnf.is_none());
+
+    // Rotate, down-scoped.
+    let mut req = RefreshTokensRequest {
+        refresh_token: first.refresh_token.clone(),
+        scopes: vec!["read".into()],
+        ..Default::default()
+    };
+    let second = h
+        .client
+        .refresh_tokens(authed(req.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(second.refresh_token, first.refresh_token);
+    assert_eq!(second.family_id, first.family_id);
+    assert_eq!(second.scopes, vec!["read".to_owned()]);
+    let c2 = policy
+        .verify(&second.access_token, &keys, now())
+        .unwrap()
+        .into_claims();
+    assert_eq!(c2.scope.as_deref(), Some("read"));
+
+    // Asking for more than granted.
+    req.refresh_token = second.refresh_token.clone();
+    req.scopes = vec!["admin".into()];
+    let e = h
+        .client
+        .refresh_tokens(authed(req.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(oauth_error(&e), "invalid_scope");
+
+    // Introspection: active.
+    let intro = h
+        .client
+        .introspect_token(authed(IntrospectTokenRequest {
+            token: second.access_token.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(intro.active);
+    assert!(intro.claims_json.contains("\"sub\":\"alice\""));
+
+    // Reuse of the first token revokes the family: the current token fails too.
+    req.scopes.clear();
+    req.refresh_token = first.refresh_token.clone();
+    let e = h
+        .client
+        .refresh_tokens(authed(req.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(oauth_error(&e), "invalid_grant");
+    assert!(!e.message().contains(&first.refresh_token));
+    req.refresh_token = second.refresh_token.clone();
+    let e = h.client.refresh_tokens(authed(req)).await.unwrap_err();
+    assert_eq!(oauth_error(&e), "invalid_grant");
+
+    // And the family's access tokens are now inactive.
+    let intro = h
+        .client
+        .introspect_token(authed(IntrospectTokenRequest {
+            token: second.access_token,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!intro.active);
+    assert!(intro.claims_json.is_empty());
+    h.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn dpop_bound_generate_refresh_and_validate() {
+    let mut h = harness(&[]).await;
+    let keys = verifier(&mut h.client).await;
+    let client_key = proof_builder();
+
+    let mut req = generate("bob");
+    req.dpop = Some(dpop(&client_key, None));
+    let tokens = h
+        .client
+        .generate_tokens(authed(req))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tokens.token_type, "DPoP");
+    let claims = Policy::builder()
+        .build()
+        .verify(&tokens.access_token, &keys, now())
+        .unwrap()
+        .into_claims();
+    assert_eq!(claims.cnf.unwrap().jkt.unwrap(), client_key.jkt());
+
+    // ValidateDPoP with the access token: ath and cnf.jkt checked.
+    let proof = client_key
+        .proof(
+            "GET",
+            "https://api.example/orders?x=1",
+            Some(&tokens.access_token),
+            None,
+            now(),
+        )
+        .unwrap();
+    let validate = ValidateDPoPRequest {
+        proof: proof.clone(),
+        http_method: "GET".into(),
+        http_uri: "https://api.example/orders?x=1".into(),
+        access_token: tokens.access_token.clone(),
+        ..Default::default()
+    };
+    let ok = h
+        .client
+        .validate_d_po_p(authed(validate.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ok.valid, "{ok:?}");
+    assert_eq!(ok.jkt, client_key.jkt());
+    // The same proof again is a replay: an answer, not an RPC error.
+    let replay = h
+        .client
+        .validate_d_po_p(authed(validate))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!replay.valid);
+    assert_eq!(replay.error, "invalid_dpop_proof");
+
+    // A proof by another key for the bound token.
+    let other = proof_builder();
+    let bad = ValidateDPoPRequest {
+        proof: other
+            .proof(
+                "GET",
+                "https://api.example/orders",
+                Some(&tokens.access_token),
+                None,
+                now(),
+            )
+            .unwrap(),
+        http_method: "GET".into(),
+        http_uri: "https://api.example/orders".into(),
+        access_token: tokens.access_token.clone(),
+        ..Default::default()
+    };
+    let r = h
+        .client
+        .validate_d_po_p(authed(bad))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.valid);
+    assert_eq!(r.error, "invalid_dpop_proof");
+
+    // A garbage access token.
+    let r = h
+        .client
+        .validate_d_po_p(authed(ValidateDPoPRequest {
+            proof: client_key
+                .proof(
+                    "GET",
+                    "https://api.example/x",
+                    Some("not-a-token"),
+                    None,
+                    now(),
+                )
+                .unwrap(),
+            http_method: "GET".into(),
+            http_uri: "https://api.example/x".into(),
+            access_token: "not-a-token".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.error, "invalid_token");
+
+    // Refresh without a proof, or with another key: invalid_grant, family still usable.
+    let mut refresh = RefreshTokensRequest {
+        refresh_token: tokens.refresh_token.clone(),
+        ..Default::default()
+    };
+    let e = h
+        .client
+        .refresh_tokens(authed(refresh.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), oauth_error(&e)),
+        (Code::Unauthenticated, "invalid_grant")
+    );
+    refresh.dpop = Some(dpop(&other, None));
+    let e = h
+        .client
+        .refresh_tokens(authed(refresh.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(oauth_error(&e), "invalid_grant");
+    refresh.dpop = Some(dpop(&client_key, None));
+    let rotated = h
+        .client
+        .refresh_tokens(authed(refresh))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rotated.token_type, "DPoP");
+
+    // A malformed proof on Generate: UNAUTHENTICATED invalid_dpop_proof.
+    let mut req = generate("bob");
+    req.dpop = Some(DPoPProof {
+        proof: "a.b.c".into(),
+        http_method: "POST".into(),
+        http_uri: URI.into(),
+    });
+    let e = h.client.generate_tokens(authed(req)).await.unwrap_err();
+    assert_eq!(
+        (e.code(), oauth_error(&e)),
+        (Code::Unauthenticated, "invalid_dpop_proof")
+    );
+    h.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn nonce_challenge_carries_a_fresh_nonce() {
+    let mut h = harness(&[
+        ("DPOP_NONCE_REQUIRED", "true"),
+        ("DPOP_NONCE_KEY", &"7".repeat(64)),
+    ])
+    .await;
+    let key = proof_builder();
+    let mut req = generate("carol");
+    req.dpop = Some(dpop(&key, None));
+    let e = h.client.generate_tokens(authed(req)).await.unwrap_err();
+    assert_eq!(
+        (e.code(), oauth_error(&e)),
+        (Code::Unauthenticated, "use_dpop_nonce")
+    );
+    let nonce = e
+        .metadata()
+        .get("dpop-nonce")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut req = generate("carol");
+    req.dpop = Some(DPoPProof {
+        proof: key.proof("POST", URI, None, Some(&nonce), now()).unwrap(),
+        http_method: "POST".into(),
+        http_uri: URI.into(),
+    });
+    let ok = h
+        .client
+        .generate_tokens(authed(req))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.token_type, "DPoP");
+    h.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn revocation_by_token_family_and_subject() {
+    let mut h = harness(&[]).await;
+    let a = h
+        .client
+        .generate_tokens(authed(generate("dave")))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = h
+        .client
+        .generate_tokens(authed(generate("dave")))
+        .await
+        .unwrap()
+        .into_inner();
+    let c = h
+        .client
+        .generate_tokens(authed(generate("dave")))
+        .await
+        .unwrap()
+        .into_inner();
+    let other = h
+        .client
+        .generate_tokens(authed(generate("erin")))
+        .await
+        .unwrap()
+        .into_inner();
+    let revoke = |target, reason: &str| RevokeTokenRequest {
+        target: Some(target),
+        reason: reason.into(),
+    };
+
+    let r = h
+        .client
+        .revoke_token(authed(revoke(
+            Target::RefreshToken(a.refresh_token.clone()),
+            "logout",
+        )))
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().families_revoked, 1);
+    let r = h
+        .client
+        .revoke_token(authed(revoke(
+            Target::FamilyId(b.family_id.clone()),
+            "admin",
+        )))
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().families_revoked, 1);
+    // Sign out everywhere: only c is still active.
+    let r = h
+        .client
+        .revoke_token(authed(revoke(Target::Subject("dave".into()), "everywhere")))
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().families_revoked, 1);
+    for t in [&a, &b, &c] {
+        let e = h
+            .client
+            .refresh_tokens(authed(RefreshTokensRequest {
+                refresh_token: t.refresh_token.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(oauth_error(&e), "invalid_grant");
+        let intro = h
+            .client
+            .introspect_token(authed(IntrospectTokenRequest {
+                token: t.access_token.clone(),
+            }))
+            .await
+            .unwrap();
+        assert!(!intro.into_inner().active);
+    }
+    // Erin is untouched.
+    let intro = h
+        .client
+        .introspect_token(authed(IntrospectTokenRequest {
+            token: other.access_token,
+        }))
+        .await
+        .unwrap();
+    assert!(intro.into_inner().active);
+    // Malformed targets.
+    let e = h
+        .client
+        .revoke_token(authed(RevokeTokenRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), oauth_error(&e)),
+        (Code::InvalidArgument, "invalid_request")
+    );
+    let e = h
+        .client
+        .revoke_token(authed(revoke(Target::FamilyId("nope".into()), "")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    h.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_requests_are_invalid_argument() {
+    let mut h = harness(&[]).await;
+    let cases: Vec<(GenerateTokensRequest, &str)> = vec![
+        (
+            GenerateTokensRequest {
+                client_id: "c".into(),
+                ..Default::default()
+            },
+            "no subject",
+        ),
+        (
+            GenerateTokensRequest {
+                subject: "s".into(),
+                ..Default::default()
+            },
+            "no client",
+        ),
+        (
+            GenerateTokensRequest {
+                additional_claims_json: r#"{"iss":"evil"}"#.into(),
+                ..generate("s")
+            },
+            "iss override",
+        ),
+        (
+            GenerateTokensRequest {
+                additional_claims_json: r#"{"exp":1}"#.into(),
+                ..generate("s")
+            },
+            "exp override",
+        ),
+        (
+            GenerateTokensRequest {
+                additional_claims_json: r#"{"cnf":{"jkt":"x"}}"#.into(),
+                ..generate("s")
+            },
+            "cnf override",
+        ),
+        (
+            GenerateTokensRequest {
+                additional_claims_json: r#"{"sid":"x"}"#.into(),
+                ..generate("s")
+            },
+            "sid override",
+        ),
+        (
+            GenerateTokensRequest {
+                additional_claims_json: "[1]".into(),
+                ..generate("s")
+            },
+            "not an object",
+        ),
+        (
+            GenerateTokensRequest {
+                additional_claims_json: r#"{"a":1,"a":2}"#.into(),
+                ..generate("s")
+            },
+            "duplicate",
+        ),
+        (
+            GenerateTokensRequest {
+                subject: "a\u{0}b".into(),
+                ..generate("s")
+            },
+            "NUL in subject",
+        ),
+        (
+            GenerateTokensRequest {
+                subject: "x".repeat(5000),
+                ..generate("s")
+            },
+            "huge subject",
+        ),
+    ];
+    for (req, what) in cases {
+        let e = h.client.generate_tokens(authed(req)).await.unwrap_err();
+        assert_eq!(
+            (e.code(), oauth_error(&e)),
+            (Code::InvalidArgument, "invalid_request"),
+            "{what}"
+        );
+    }
+    // Custom claims that are allowed end up in the token; the TTL is capped by the default.
+    let mut req = generate("s");
+    req.additional_claims_json = r#"{"tenant":"t1","roles":["a"]}"#.into();
+    req.access_token_ttl_seconds = 100_000;
+    let ok = h
+        .client
+        .generate_tokens(authed(req))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.expires_in, 900);
+    let keys = verifier(&mut h.client).await;
+    let claims = Policy::default()
+        .verify(&ok.access_token, &keys, now())
+        .unwrap()
+        .into_claims();
+    assert_eq!(claims.custom.get("tenant").unwrap(), "t1");
+    assert_eq!(claims.exp.unwrap() - claims.iat.unwrap(), 900);
+    let e = h
+        .client
+        .refresh_tokens(authed(RefreshTokensRequest {
+            refresh_token: "rt_garbage".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), oauth_error(&e)),
+        (Code::Unauthenticated, "invalid_grant")
+    );
+    h.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn callers_without_valid_credentials_are_refused() {
+    let mut h = harness(&[]).await;
+    let e = h
+        .client
+        .generate_tokens(Request::new(generate("x")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), oauth_error(&e)),
+        (Code::Unauthenticated, "invalid_client")
+    );
+    let mut wrong = Request::new(generate("x"));
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer not-the-token".parse().unwrap());
+    let e = h.client.generate_tokens(wrong).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    for rpc in ["introspect", "validate", "revoke", "refresh"] {
+        let e = match rpc {
+            "introspect" => h
+                .client
+                .introspect_token(IntrospectTokenRequest { token: "x".into() })
+                .await
+                .unwrap_err(),
+            "validate" => h
+                .client
+                .validate_d_po_p(ValidateDPoPRequest::default())
+                .await
+                .unwrap_err(),
+            "revoke" => h
+                .client
+                .revoke_token(RevokeTokenRequest::default())
+                .await
+                .unwrap_err(),
+            _ => h
+                .client
+                .refresh_tokens(RefreshTokensRequest::default())
+                .await
+                .unwrap_err(),
+        };
+        assert_eq!(e.code(), Code::Unauthenticated, "{rpc}");
+    }
+    // GetJWKS stays public.
+    assert!(h.client.get_jwks(GetJwksRequest {}).await.is_ok());
+    h.server.shutdown().await.unwrap();
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str, extra: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn admin_endpoints() {
+    let mut h = harness(&[]).await;
+    let _ = h
+        .client
+        .generate_tokens(authed(generate("m")))
+        .await
+        .unwrap();
+    let admin = h.server.admin_addr;
+    assert!(
+        http_get(admin, "/healthz", "")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let ready = http_get(admin, "/readyz", "").await;
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.contains("store: ok"),
+        "{ready}"
+    );
+    let jwks = http_get(admin, "/.well-known/jwks.json", "").await;
+    assert!(jwks.starts_with("HTTP/1.1 200"));
+    let grpc_jwks = h
+        .client
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .jwks_json;
+    assert!(
+        jwks.ends_with(&grpc_jwks),
+        "the HTTP body is the GetJWKS document"
+    );
+    assert!(
+        jwks.to_ascii_lowercase()
+            .contains("cache-control: public, max-age=")
+    );
+    let etag = jwks
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("etag:")
+                .then(|| l[5..].trim().to_owned())
+        })
+        .unwrap();
+    let again = http_get(
+        admin,
+        "/.well-known/jwks.json",
+        &format!("If-None-Match: {etag}\r\n"),
+    )
+    .await;
+    assert!(again.starts_with("HTTP/1.1 304"), "{again}");
+    let metrics = http_get(admin, "/metrics", "").await;
+    assert!(
+        metrics.contains("token_service_tokens_issued_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("token_service_request_seconds"));
+    h.server.shutdown().await.unwrap();
+}
+
+// ---- the binary, as a user runs it --------------------------------------------------------
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn the_binary_starts_with_no_configuration_and_stops_on_sigterm() {
+    let (port, admin) = (free_port(), free_port());
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-service"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("ADMIN_PORT", admin.to_string())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut client = None;
+    for _ in 0..100 {
+        if let Ok(c) = TokenServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut client = client.expect("the server came up");
+    let jwks = client
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .jwks_json;
+    assert!(jwks.contains("\"kty\":\"EC\""));
+    let e = client.generate_tokens(generate("x")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    let pid = child.id().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    let log =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("EPHEMERAL"),
+        "loud warning about the ephemeral key"
+    );
+    assert!(
+        log.contains("REDIS_URL is unset"),
+        "loud warning about the in-memory store"
+    );
+    assert!(
+        log.contains("generated a caller"),
+        "the generated caller token is announced"
+    );
+}
+
+#[tokio::test]
+async fn bad_configuration_stops_start_up_naming_the_variable() {
+    for (var, value) in [
+        ("PORT", "not-a-port"),
+        ("REDIS_URL", "memcached://localhost:11211"),
+        ("ACCESS_TOKEN_TTL", "0"),
+        ("REFRESH_TOKEN_TTL", "0"),
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-service"))
+            .env_clear()
+            .env(var, value)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(var), "{var}={value}: {err}");
+    }
+}
