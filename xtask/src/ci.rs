@@ -36,6 +36,13 @@ fn steps(skip_deny: bool) -> Result<()> {
         .run()
         .context("formatting differs from rustfmt: run `cargo fmt --all`")?;
 
+    heading("codegen --check");
+    if codegen::any_proto() {
+        codegen::codegen(true)?;
+    } else {
+        println!("skipped: no proto/*.proto");
+    }
+
     heading("cargo clippy");
     cmd!(
         sh,
@@ -48,13 +55,6 @@ fn steps(skip_deny: bool) -> Result<()> {
     cmd!(sh, "cargo test --workspace --all-features")
         .run()
         .context("tests failed")?;
-
-    heading("codegen --check");
-    if codegen::any_proto() {
-        codegen::codegen(true)?;
-    } else {
-        println!("skipped: no proto/*.proto");
-    }
 
     heading("cargo deny");
     if skip_deny {

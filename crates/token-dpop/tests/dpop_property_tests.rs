@@ -1,0 +1,337 @@
+//! Property tests for token-dpop: proofs from random keys, methods, URIs and times validate;
+//! any single-byte mutation of a proof is refused; URIs equivalent under RFC 3986
+//! normalization are accepted and others refused; arbitrary input never panics.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code, helpers included: a panic is a test failure"
+)]
+
+use std::sync::{Arc, OnceLock};
+
+use proptest::prelude::*;
+use token_dpop::token_jwt::{self, CryptoProvider, all_providers};
+use token_dpop::{
+    Algorithm, Error, MemoryReplayCache, PrivateKey, ProofBuilder, Request, Validator,
+    ValidatorConfig, htu,
+};
+
+fn providers() -> &'static [Arc<dyn CryptoProvider>] {
+    static P: OnceLock<Vec<Arc<dyn CryptoProvider>>> = OnceLock::new();
+    P.get_or_init(all_providers)
+}
+
+fn validator(provider: &Arc<dyn CryptoProvider>) -> Validator {
+    Validator::new(
+        ValidatorConfig::new(provider.clone()),
+        Arc::new(MemoryReplayCache::with_capacity(64)),
+    )
+}
+
+/// One key per (algorithm, provider), made once: the properties vary everything else.
+fn builders() -> &'static [(Arc<dyn CryptoProvider>, ProofBuilder)] {
+    static B: OnceLock<Vec<(Arc<dyn CryptoProvider>, ProofBuilder)>> = OnceLock::new();
+    B.get_or_init(|| {
+        let mut out = Vec::new();
+        for p in providers() {
+            for alg in [Algorithm::ES256, Algorithm::EdDSA] {
+                let key = PrivateKey::generate(alg).unwrap();
+                out.push((p.clone(), ProofBuilder::new(&key, &**p).unwrap()));
+            }
+        }
+        out
+    })
+}
+
+// ---- URI strategies ---------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+struct Uri {
+    https: bool,
+    host: String,
+    port: Option<u16>,
+    segments: Vec<String>,
+    query: Option<String>,
+    fragment: Option<String>,
+}
+
+impl Uri {
+    fn render(&self) -> String {
+        let mut s = format!(
+            "{}://{}",
+            if self.https { "https" } else { "http" },
+            self.host
+        );
+        if let Some(p) = self.port {
+            s.push_str(&format!(":{p}"));
+        }
+        for seg in &self.segments {
+            s.push('/');
+            s.push_str(seg);
+        }
+        if let Some(q) = &self.query {
+            s.push('?');
+            s.push_str(q);
+        }
+        if let Some(f) = &self.fragment {
+            s.push('#');
+            s.push_str(f);
+        }
+        s
+    }
+
+    fn default_port(&self) -> u16 {
+        if self.https { 443 } else { 80 }
+    }
+}
+
+fn segment() -> impl Strategy<Value = String> {
+    // pchar without '%' (percent-encodings are added by the variants); no dot segments.
+    "[A-Za-z0-9_~!$&'()*+,;=:@-][A-Za-z0-9._~!$&'()*+,;=:@-]{0,7}"
+}
+
+fn uri() -> impl Strategy<Value = Uri> {
+    (
+        any::<bool>(),
+        "[a-z][a-z0-9-]{0,10}(\\.[a-z]{2,6}){0,2}",
+        prop::option::of(1u16..),
+        prop::collection::vec(segment(), 0..4),
+        prop::option::of("[A-Za-z0-9=&%/?]{0,10}"),
+        prop::option::of("[A-Za-z0-9/?#]{0,10}"),
+    )
+        .prop_map(|(https, host, port, segments, query, fragment)| Uri {
+            https,
+            host,
+            port,
+            segments,
+            query,
+            fragment,
+        })
+}
+
+/// A rendering of `u` that is equivalent under the normalization, driven by `seed`.
+fn equivalent_variant(u: &Uri, seed: &[u8]) -> String {
+    let mut bits = seed
+        .iter()
+        .flat_map(|b| (0..8).map(move |i| b >> i & 1 == 1))
+        .cycle();
+    let mut next = move || bits.next().unwrap_or(false);
+    let mut s = String::new();
+    let scheme = if u.https { "https" } else { "http" };
+    for c in scheme.chars() {
+        s.push(if next() { c.to_ascii_uppercase() } else { c });
+    }
+    s.push_str("://");
+    for c in u.host.chars() {
+        s.push(if next() { c.to_ascii_uppercase() } else { c });
+    }
+    match u.port {
+        Some(p) if p != u.default_port() => {
+            s.push(':');
+            if next() {
+                s.push('0');
+            }
+            s.push_str(&p.to_string());
+        }
+        _ => {
+            if next() {
+                s.push_str(&format!(":{}", u.default_port()));
+            } else if next() {
+                s.push(':');
+            }
+        }
+    }
+    if u.segments.is_empty() {
+        if next() {
+            s.push('/');
+        }
+    } else {
+        if next() {
+            // a dot segment that cancels out
+            s.push_str("/x/..");
+        }
+        for seg in &u.segments {
+            s.push('/');
+            for c in seg.chars() {
+                let unreserved = c.is_ascii_alphanumeric() || "-._~".contains(c);
+                if unreserved && next() {
+                    let hex = format!("%{:02X}", c as u32);
+                    s.push_str(&if next() { hex.to_lowercase() } else { hex });
+                } else {
+                    s.push(c);
+                }
+            }
+        }
+    }
+    if next() {
+        s.push_str("?q=1");
+    }
+    if next() {
+        s.push_str("#frag");
+    }
+    s
+}
+
+/// A URI that is not equivalent to `u`, chosen by `which`.
+fn different(u: &Uri, which: u8) -> Uri {
+    let mut d = u.clone();
+    match which % 5 {
+        0 => d.host.push('x'),
+        1 => d.segments.push("extra".into()),
+        2 => {
+            d.https = !d.https;
+            // keep the explicit port meaningful so the difference is the scheme
+            if d.port.is_none() {
+                d.port = Some(8080);
+            }
+        }
+        3 => {
+            let current = d.port.unwrap_or(d.default_port());
+            d.port = Some(if current == 8081 { 8082 } else { 8081 });
+        }
+        _ => match d.segments.first_mut() {
+            Some(seg) => seg.push('Z'),
+            None => d.segments.push("Z".into()),
+        },
+    }
+    d
+}
+
+fn method() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"
+        ])
+        .prop_map(str::to_owned),
+        "[A-Z]{1,12}",
+    ]
+}
+
+// ---- properties -------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn built_proofs_validate(
+        which in 0usize..4,
+        method in method(),
+        u in uri(),
+        now in 0i64..4_000_000_000,
+        age in -5i64..=65,
+        token in prop::option::of("[ -~]{1,40}"),
+        nonce in prop::option::of("[!#-\\[\\]-~]{1,40}"),
+    ) {
+        let (provider, builder) = &builders()[which % builders().len()];
+        let uri = u.render();
+        let proof = builder
+            .proof(&method, &uri, token.as_deref(), nonce.as_deref(), now - age)
+            .unwrap();
+        let ok = validator(provider)
+            .validate_blocking(&[&proof], &Request::new(&method, &uri), token.as_deref(), Some(&builder.jkt()), now)
+            .unwrap();
+        prop_assert_eq!(ok.iat, now - age);
+        prop_assert_eq!(ok.htm, method);
+        prop_assert_eq!(ok.nonce, nonce);
+    }
+
+    #[test]
+    fn any_single_byte_mutation_is_refused(
+        which in 0usize..4,
+        position in any::<prop::sample::Index>(),
+        replacement in 0u8..0x80,
+    ) {
+        let (provider, builder) = &builders()[which % builders().len()];
+        let proof = builder.proof("POST", "https://server.example.com/token", Some("at"), None, 1_700_000_000).unwrap();
+        let mut bytes = proof.clone().into_bytes();
+        let i = position.index(bytes.len());
+        prop_assume!(bytes[i] != replacement);
+        bytes[i] = replacement;
+        let request = Request::new("POST", "https://server.example.com/token");
+        let v = validator(provider);
+        let mutated = String::from_utf8(bytes).unwrap();
+        let r = v.validate_blocking(&[&mutated], &request, Some("at"), None, 1_700_000_000);
+        prop_assert!(r.is_err(), "mutation at {} accepted", i);
+        // the original still validates
+        v.validate_blocking(&[&proof], &request, Some("at"), None, 1_700_000_000).unwrap();
+    }
+
+    #[test]
+    fn equivalent_uris_are_accepted(
+        which in 0usize..4,
+        u in uri(),
+        seed_a in prop::collection::vec(any::<u8>(), 8),
+        seed_b in prop::collection::vec(any::<u8>(), 8),
+    ) {
+        let (provider, builder) = &builders()[which % builders().len()];
+        let a = equivalent_variant(&u, &seed_a);
+        let b = equivalent_variant(&u, &seed_b);
+        prop_assert_eq!(htu::normalize(&a), htu::normalize(&u.render()));
+        let proof = builder.proof("GET", &a, None, None, 1_700_000_000).unwrap();
+        validator(provider)
+            .validate_blocking(&[&proof], &Request::new("GET", &b), None, None, 1_700_000_000)
+            .unwrap();
+    }
+
+    #[test]
+    fn non_equivalent_uris_are_refused(
+        which in 0usize..4,
+        u in uri(),
+        how in any::<u8>(),
+        seed in prop::collection::vec(any::<u8>(), 8),
+    ) {
+        let (provider, builder) = &builders()[which % builders().len()];
+        let other = different(&u, how);
+        prop_assert_ne!(htu::normalize(&u.render()), htu::normalize(&other.render()));
+        let proof = builder.proof("GET", &equivalent_variant(&u, &seed), None, None, 1_700_000_000).unwrap();
+        let r = validator(provider)
+            .validate_blocking(&[&proof], &Request::new("GET", &other.render()), None, None, 1_700_000_000);
+        prop_assert!(matches!(r, Err(Error::HtuMismatch)), "{:?}", r);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+    #[test]
+    fn normalization_is_idempotent_and_total(s in "\\PC{0,60}") {
+        if let Some(n) = htu::normalize(&s) {
+            prop_assert_eq!(htu::normalize(&n), Some(n.clone()));
+            prop_assert!(n.starts_with("http://") || n.starts_with("https://"));
+            prop_assert!(!n.contains('?') && !n.contains('#'));
+        }
+    }
+
+    #[test]
+    fn normalized_variants_agree(u in uri(), seed in prop::collection::vec(any::<u8>(), 8)) {
+        let n = htu::normalize(&u.render()).unwrap();
+        prop_assert_eq!(htu::normalize(&equivalent_variant(&u, &seed)), Some(n));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..600)) {
+        token_dpop::fuzzing::validate_proof(&data);
+    }
+
+    #[test]
+    fn proof_shaped_garbage_never_panics(
+        h in "[A-Za-z0-9_-]{0,120}",
+        p in "[A-Za-z0-9_-]{0,120}",
+        s in "[A-Za-z0-9_-]{0,100}",
+    ) {
+        token_dpop::fuzzing::validate_proof(format!("{h}.{p}.{s}").as_bytes());
+    }
+
+    #[test]
+    fn json_shaped_garbage_never_panics(header in "\\PC{0,80}", payload in "\\PC{0,80}") {
+        let proof = format!(
+            "{}.{}.{}",
+            token_jwt::base64url::encode(header),
+            token_jwt::base64url::encode(payload),
+            token_jwt::base64url::encode([7u8; 64])
+        );
+        token_dpop::fuzzing::validate_proof(proof.as_bytes());
+    }
+}
