@@ -107,10 +107,11 @@ pub fn fastest_provider() -> Arc<dyn CryptoProvider> {
 
 /// Every provider compiled in, for tests and benchmarks that must cover each.
 pub fn all_providers() -> Vec<Arc<dyn CryptoProvider>> {
-    let mut v: Vec<Arc<dyn CryptoProvider>> = vec![Arc::new(RustCryptoProvider::new())];
-    #[cfg(feature = "aws-lc-rs")]
-    v.push(Arc::new(AwsLcProvider::new()));
-    v
+    vec![
+        Arc::new(RustCryptoProvider::new()),
+        #[cfg(feature = "aws-lc-rs")]
+        Arc::new(AwsLcProvider::new()),
+    ]
 }
 
 /// Checks that `alg` fits the key type and returns it.
