@@ -54,6 +54,14 @@ pub fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// Runs a store operation, recording its latency by `op`.
+async fn store_op<T, F: std::future::Future<Output = T>>(op: &'static str, f: F) -> T {
+    let start = Instant::now();
+    let out = f.await;
+    metrics::histogram!(m::STORE_SECONDS, "op" => op).record(start.elapsed());
+    out
+}
+
 /// Records latency by RPC and status code.
 fn observe<T>(rpc: &'static str, start: Instant, result: &Result<T, Status>) {
     let code = match result {
@@ -252,11 +260,13 @@ impl TokenService for TokenServiceImpl {
             let ttl = self.ttl(r.access_token_ttl_seconds);
             let jkt = self.dpop_jkt(r.dpop.as_ref(), now).await?;
 
-            let (refresh, family) = self
-                .state
-                .rotator
-                .issue(&r.subject, &r.client_id, &r.scopes, jkt.as_deref(), now)
-                .await
+            let (refresh, family) = store_op(
+                "issue",
+                self.state
+                    .rotator
+                    .issue(&r.subject, &r.client_id, &r.scopes, jkt.as_deref(), now),
+            )
+            .await
                 .map_err(|e| errors::refresh(&e))?;
             tracing::Span::current().record("family_id", tracing::field::display(&family.id));
             metrics::counter!(m::TOKENS_ISSUED, "type" => "refresh", "alg" => "opaque")
@@ -295,11 +305,13 @@ impl TokenService for TokenServiceImpl {
             check_list("scopes", &r.scopes)?;
             let jkt = self.dpop_jkt(r.dpop.as_ref(), now).await?;
             let requested = (!r.scopes.is_empty()).then_some(r.scopes.as_slice());
-            let outcome = match self
-                .state
-                .rotator
-                .refresh(&r.refresh_token, jkt.as_deref(), requested, now)
-                .await
+            let outcome = match store_op(
+                "rotate",
+                self.state
+                    .rotator
+                    .refresh(&r.refresh_token, jkt.as_deref(), requested, now),
+            )
+            .await
             {
                 Ok(o) => o,
                 Err(e) => {

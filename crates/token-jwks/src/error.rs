@@ -1,0 +1,46 @@
+//! The one error type of `token-jwks`.
+
+/// Everything that can go wrong rendering or fetching a JWK Set. No variant carries a response
+/// body: only sizes, status codes and short reasons.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A key cannot be published: an RSA key without `alg` (RS256 or PS256 is ambiguous).
+    #[error("key {kid} cannot be published: {reason}")]
+    Unpublishable {
+        /// The key's `kid` (or thumbprint).
+        kid: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The JWKS URL is not an absolute `http` or `https` URL.
+    #[error("invalid JWKS URL: {0}")]
+    InvalidUrl(&'static str),
+    /// The TLS configuration could not be built (for example no trusted root certificates).
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// The JWKS endpoint could not be reached or the connection failed.
+    #[error("fetching the JWKS failed: {0}")]
+    Transport(String),
+    /// The JWKS endpoint did not answer in time.
+    #[error("fetching the JWKS timed out")]
+    Timeout,
+    /// The JWKS endpoint answered with a status other than 200.
+    #[error("the JWKS endpoint answered HTTP {0}")]
+    Status(u16),
+    /// The response is larger than the limit.
+    #[error("the JWKS response exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The response is not a valid JWK Set.
+    #[error("the JWKS response is not a valid JWK Set: {0}")]
+    InvalidJwks(#[source] token_jwt::Error),
+    /// The fetch was not attempted: the last attempt was less than the refetch interval ago.
+    #[error("JWKS refetch rate-limited")]
+    RateLimited,
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
