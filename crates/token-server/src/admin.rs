@@ -10,7 +10,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
-use sha2::{Digest, Sha256};
 
 use crate::state::AppState;
 
@@ -38,26 +37,21 @@ async fn render_metrics(State(admin): State<Admin>) -> impl IntoResponse {
 }
 
 async fn jwks(State(admin): State<Admin>, headers: HeaderMap) -> Response {
-    let body = admin.state.keys.jwks_json();
-    let etag = format!(
-        "\"{}\"",
-        token_jwt::base64url::encode(Sha256::digest(body.as_bytes()))
+    let doc = admin.state.keys.jwks();
+    let r = doc.respond(
+        headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok()),
     );
-    let cache = format!("public, max-age={}", 300);
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let mut response = if matches {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        ([(header::CONTENT_TYPE, "application/jwk-set+json")], body).into_response()
-    };
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        response.headers_mut().insert(header::ETAG, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&cache) {
-        response.headers_mut().insert(header::CACHE_CONTROL, v);
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, r.body.map(|b| b.to_vec()).unwrap_or_default()).into_response();
+    for (name, value) in r.headers {
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::try_from(name),
+            HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().insert(n, v);
+        }
     }
     response
 }
@@ -69,8 +63,9 @@ async fn ready(State(admin): State<Admin>) -> Response {
         Ok(id) => admin.state.rotator.family(&id).await.is_ok(),
         Err(_) => false,
     };
-    let signer = admin.state.keys.active();
-    let signer_ok = signer.sign_async(b"readiness").await.is_ok();
+    // The active key exists; for a KMS key, whether its breaker lets calls through shows in the
+    // signer error metrics rather than in a Sign call per probe (KMS quota).
+    let signer_ok = admin.state.keys.active().is_ok();
     let body = format!("store: {}\nsigner: {}\n", ok(store_ok), ok(signer_ok));
     let status = if store_ok && signer_ok {
         StatusCode::OK

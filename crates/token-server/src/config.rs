@@ -92,6 +92,13 @@ pub struct Config {
     pub store: StoreConfig,
     /// `KMS_KEY_ID` / `SIGNING_KEY_FILE`.
     pub key_source: KeySource,
+    /// `KMS_ENDPOINT_URL`: a KMS endpoint override (the SDK also reads `AWS_ENDPOINT_URL_KMS`).
+    pub kms_endpoint: Option<String>,
+    /// `WRAPPING_KMS_KEY_ID`: the KMS key that wraps a `SIGNING_KEY_FILE` blob (default: the
+    /// one named in the blob).
+    pub wrapping_key_id: Option<String>,
+    /// `KEY_ROTATION_PERIOD` seconds: how long a key signs before the next one takes over.
+    pub key_rotation_period: u64,
     /// `SIGNING_ALG` for generated keys (`ES256` or `EdDSA`).
     pub signing_alg: token_jwt::Algorithm,
     /// `ISSUER`.
@@ -173,6 +180,21 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "SIGNING_KEY_FILE",
         "-",
         "PKCS#8 PEM or private JWK file to sign with (when `KMS_KEY_ID` is unset); neither: an ephemeral key",
+    ),
+    (
+        "KMS_ENDPOINT_URL",
+        "-",
+        "KMS endpoint override (private endpoints, emulators); the AWS SDK also reads `AWS_ENDPOINT_URL_KMS`. Region and credentials come from the standard AWS chain",
+    ),
+    (
+        "WRAPPING_KMS_KEY_ID",
+        "-",
+        "KMS key that unwraps a wrapped `SIGNING_KEY_FILE` (made by `token-service keys wrap`); default: the key named in the blob",
+    ),
+    (
+        "KEY_ROTATION_PERIOD",
+        "2592000",
+        "Seconds a key signs before the next takes over; keys the server generates rotate by themselves, provided keys are only reported due",
     ),
     (
         "SIGNING_ALG",
@@ -408,6 +430,8 @@ impl Config {
             (None, Some(path)) => KeySource::File(PathBuf::from(path)),
             (None, None) => KeySource::Ephemeral,
         };
+        let key_rotation_period =
+            v.seconds("KEY_ROTATION_PERIOD", 30 * 86_400, 3_600, 3 * 365 * 86_400)?;
         let signing_alg = match v.get("SIGNING_ALG").unwrap_or("ES256") {
             "ES256" => token_jwt::Algorithm::ES256,
             "EdDSA" => token_jwt::Algorithm::EdDSA,
@@ -523,6 +547,9 @@ impl Config {
             admin_addr: SocketAddr::new(host, admin_port),
             store,
             key_source,
+            kms_endpoint: v.get("KMS_ENDPOINT_URL").map(str::to_owned),
+            wrapping_key_id: v.get("WRAPPING_KMS_KEY_ID").map(str::to_owned),
+            key_rotation_period,
             signing_alg,
             issuer,
             default_audience,

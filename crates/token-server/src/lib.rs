@@ -12,6 +12,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod errors;
+pub mod keys;
 pub mod metrics;
 pub mod proto;
 pub mod service;
@@ -121,7 +122,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .local_addr()
         .map_err(|e| StartError::Other(e.to_string()))?;
 
-    let state = Arc::new(AppState::build(config)?);
+    let state = Arc::new(AppState::build(config).await?);
     let service = TokenServiceServer::new(TokenServiceImpl::new(state.clone()))
         .max_decoding_message_size(max_request_bytes);
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -172,6 +173,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             let _ = grpc_rx.wait_for(|stop| *stop).await;
         },
     ));
+    tokio::spawn(
+        state
+            .keys
+            .clone()
+            .run_rotation(Duration::from_secs(30), rx.clone()),
+    );
     let admin_router = crate::admin::router(state, metrics);
     let admin = tokio::spawn(async move {
         axum::serve(admin_listener, admin_router)

@@ -1,5 +1,10 @@
 //! The `token-service` binary: reads the configuration from the environment, starts the server,
 //! and on SIGTERM or Ctrl-C stops accepting and drains in-flight requests before exiting 0.
+//! `token-service keys wrap` creates a KMS-wrapped signing key.
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line program prints its results"
+)]
 
 use std::process::ExitCode;
 
@@ -7,6 +12,10 @@ use token_server::config::{Config, LogFormat};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.is_empty() {
+        return command(&args).await;
+    }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -59,5 +68,55 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+const USAGE: &str = "\
+usage: token-service                     run the server (configuration from the environment)
+       token-service keys wrap --kms-key-id ID [--alg ES256|EdDSA]
+                                         generate a signing key, encrypt it with the KMS key ID,
+                                         print the wrapped blob (JSON) for SIGNING_KEY_FILE
+";
+
+/// Subcommands; `keys wrap` is the only one.
+async fn command(args: &[String]) -> ExitCode {
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (kms_key_id, alg) = match strs.as_slice() {
+        ["keys", "wrap", "--kms-key-id", id] => (*id, token_jwt::Algorithm::ES256),
+        ["keys", "wrap", "--kms-key-id", id, "--alg", alg]
+        | ["keys", "wrap", "--alg", alg, "--kms-key-id", id] => match *alg {
+            "ES256" => (*id, token_jwt::Algorithm::ES256),
+            "EdDSA" => (*id, token_jwt::Algorithm::EdDSA),
+            other => {
+                eprintln!("token-service: --alg must be ES256 or EdDSA, not {other:?}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
+        ["help" | "--help" | "-h"] => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    token_server::telemetry::init(LogFormat::Pretty);
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("token-service: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match token_server::keys::wrap_command(&config, kms_key_id, alg).await {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("token-service: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -172,11 +172,11 @@ impl TokenServiceImpl {
             .build(now)
             .map_err(|_| Status::internal("could not build the token claims"))?;
         let start = Instant::now();
-        let signer = self.state.keys.active();
-        let token = self
-            .state
-            .keys
-            .encoder()
+        let (signer, encoder) = self.state.keys.active().map_err(|e| {
+            tracing::error!(error = %e, "no active signing key");
+            Status::unavailable("no active signing key")
+        })?;
+        let token = encoder
             .encode_async(&claims, &*signer)
             .await
             .map_err(|e| errors::signing(&e))?;
@@ -267,12 +267,13 @@ impl TokenService for TokenServiceImpl {
                     .issue(&r.subject, &r.client_id, &r.scopes, jkt.as_deref(), now),
             )
             .await
-                .map_err(|e| errors::refresh(&e))?;
+            .map_err(|e| errors::refresh(&e))?;
             tracing::Span::current().record("family_id", tracing::field::display(&family.id));
             metrics::counter!(m::TOKENS_ISSUED, "type" => "refresh", "alg" => "opaque")
                 .increment(1);
 
-            let builder = self.access_builder(&family, &r.audience, &family.scopes, ttl)
+            let builder = self
+                .access_builder(&family, &r.audience, &family.scopes, ttl)
                 .custom_claims(custom);
             let access_token = self.mint(builder, now).await?;
             Ok(Response::new(TokenResponse {
@@ -403,7 +404,7 @@ impl TokenService for TokenServiceImpl {
         _request: Request<GetJwksRequest>,
     ) -> Result<Response<GetJwksResponse>, Status> {
         Ok(Response::new(GetJwksResponse {
-            jwks_json: self.state.keys.jwks_json(),
+            jwks_json: String::from_utf8_lossy(self.state.keys.jwks().body()).into_owned(),
         }))
     }
 

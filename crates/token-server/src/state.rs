@@ -6,13 +6,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use token_dpop::{MemoryReplayCache, NonceIssuer, NonceKey, Validator, ValidatorConfig};
-use token_jwt::{
-    AsyncJwsSigner, CryptoProvider, JwkSet, JwsEncoder, JwsVerifier, KeyResolver, KeySet, Policy,
-    PrivateKey,
-};
+use token_jwt::Policy;
 use token_refresh::{FamilyStore, MemoryStore, Pepper, RevocationList, Rotator, RotatorConfig};
 
-use crate::config::{Config, KeySource, StoreConfig};
+use crate::config::{Config, StoreConfig};
+use crate::keys::Keys;
 
 /// Why the server could not start; names the variable when one is at fault.
 #[derive(Debug, thiserror::Error)]
@@ -45,73 +43,13 @@ fn config_err(var: &'static str, reason: impl fmt::Display) -> StartError {
     }
 }
 
-/// The signing key and everything derived from it once: the encoder (header serialized once),
-/// the verification keys and the JWK Set bytes.
-pub struct SigningKeys {
-    signer: Arc<dyn AsyncJwsSigner>,
-    encoder: JwsEncoder,
-    verify: KeySet,
-    jwks_json: String,
-}
-
-impl fmt::Debug for SigningKeys {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKeys")
-            .field("kid", &self.signer.key_id())
-            .field("alg", &self.signer.algorithm())
-            .finish_non_exhaustive()
-    }
-}
-
-impl SigningKeys {
-    /// Keys for one active signer.
-    ///
-    /// # Errors
-    /// When the public key cannot be turned into a verifier.
-    pub fn new(
-        signer: Arc<dyn AsyncJwsSigner>,
-        provider: &dyn CryptoProvider,
-    ) -> Result<Self, StartError> {
-        let jwks = JwkSet::new(vec![signer.public_jwk().clone()]);
-        let verify =
-            KeySet::from_jwks(&jwks, provider).map_err(|e| StartError::Other(e.to_string()))?;
-        Ok(SigningKeys {
-            encoder: JwsEncoder::for_signer(&*signer, "at+jwt"),
-            jwks_json: jwks.to_json(),
-            signer,
-            verify,
-        })
-    }
-
-    /// The signer of new tokens.
-    pub fn active(&self) -> Arc<dyn AsyncJwsSigner> {
-        self.signer.clone()
-    }
-
-    /// The encoder for the active signer.
-    pub fn encoder(&self) -> &JwsEncoder {
-        &self.encoder
-    }
-
-    /// The JWK Set document.
-    pub fn jwks_json(&self) -> String {
-        self.jwks_json.clone()
-    }
-}
-
-impl KeyResolver for SigningKeys {
-    fn resolve(&self, kid: &str) -> token_jwt::Result<Arc<dyn JwsVerifier>> {
-        self.verify.resolve(kid)
-    }
-}
-
 /// Everything a request handler needs.
 #[derive(Debug)]
 pub struct AppState {
     /// The configuration.
     pub config: Config,
-    /// Signing and verification keys.
-    pub keys: Arc<SigningKeys>,
+    /// Signing and verification keys, and the JWK Set.
+    pub keys: Arc<Keys>,
     /// Refresh-token families.
     pub rotator: Rotator,
     /// Revoked families.
@@ -122,53 +60,14 @@ pub struct AppState {
     pub policy: Policy,
 }
 
-fn load_key(config: &Config) -> Result<PrivateKey, StartError> {
-    match &config.key_source {
-        KeySource::Ephemeral => {
-            tracing::warn!(
-                "SIGNING_KEY_FILE and KMS_KEY_ID are unset: signing with an EPHEMERAL {} key generated at start-up. \
-                 Tokens stop verifying when this process exits, and other instances cannot verify them. \
-                 Development only.",
-                config.signing_alg
-            );
-            PrivateKey::generate(config.signing_alg).map_err(|e| StartError::Other(e.to_string()))
-        }
-        KeySource::File(path) => {
-            let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                config_err(
-                    "SIGNING_KEY_FILE",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?);
-            let key = if text.trim_start().starts_with('{') {
-                PrivateKey::from_jwk(text.as_bytes())
-            } else {
-                PrivateKey::from_pkcs8_pem(&text)
-            };
-            key.map_err(|e| config_err("SIGNING_KEY_FILE", e))
-        }
-        KeySource::Kms(_) => Err(config_err(
-            "KMS_KEY_ID",
-            "KMS signing is not wired into the server yet; use SIGNING_KEY_FILE",
-        )),
-    }
-}
-
 impl AppState {
     /// Builds the state: loads the key, connects the store, prepares the validators.
     ///
     /// # Errors
     /// A [`StartError`] naming the variable at fault.
-    pub fn build(config: Config) -> Result<Self, StartError> {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
         let provider = token_jwt::fastest_provider();
-        let key = load_key(&config)?;
-        let signer = provider
-            .signer(&key)
-            .map_err(|e| StartError::Other(e.to_string()))?;
-        tracing::info!(kid = signer.key_id(), alg = %signer.algorithm(), "signing key loaded");
-        // A local signer is usable wherever an async one is expected (blanket impl).
-        let signer: Arc<dyn AsyncJwsSigner> = Arc::new(signer);
-        let keys = Arc::new(SigningKeys::new(signer, &*provider)?);
+        let keys = Arc::new(Keys::load(&config, crate::service::now()).await?);
 
         let (store, revocations): (Arc<dyn FamilyStore>, Arc<dyn RevocationList>) = match &config
             .store
