@@ -90,6 +90,10 @@ pub struct Config {
     pub admin_addr: SocketAddr,
     /// `REDIS_URL`.
     pub store: StoreConfig,
+    /// `REDIS_POOL_SIZE`.
+    pub redis_pool_size: usize,
+    /// `REDIS_COMMAND_TIMEOUT_MS`: a Redis command slower than this fails (closed).
+    pub redis_command_timeout_ms: u64,
     /// `KMS_KEY_ID` / `SIGNING_KEY_FILE`.
     pub key_source: KeySource,
     /// `KMS_ENDPOINT_URL`: a KMS endpoint override (the SDK also reads `AWS_ENDPOINT_URL_KMS`).
@@ -174,6 +178,12 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "REDIS_URL",
         "-",
         "Redis URL (`redis://`, `rediss://`, `redis-cluster://`); unset: in-memory store, one instance only",
+    ),
+    ("REDIS_POOL_SIZE", "4", "Redis connections per instance"),
+    (
+        "REDIS_COMMAND_TIMEOUT_MS",
+        "1000",
+        "A Redis command slower than this fails with UNAVAILABLE (nothing is issued)",
     ),
     ("KMS_KEY_ID", "-", "AWS KMS key id or ARN to sign with"),
     (
@@ -419,6 +429,17 @@ impl Config {
             }
         };
 
+        let redis_pool_size: usize = v.parse("REDIS_POOL_SIZE", 4)?;
+        if !(1..=64).contains(&redis_pool_size) {
+            return Err(err("REDIS_POOL_SIZE", "must be between 1 and 64"));
+        }
+        let redis_command_timeout_ms: u64 = v.parse("REDIS_COMMAND_TIMEOUT_MS", 1000)?;
+        if !(10..=60_000).contains(&redis_command_timeout_ms) {
+            return Err(err(
+                "REDIS_COMMAND_TIMEOUT_MS",
+                "must be between 10 and 60000",
+            ));
+        }
         let key_source = match (v.get("KMS_KEY_ID"), v.get("SIGNING_KEY_FILE")) {
             (Some(_), Some(_)) => {
                 return Err(err(
@@ -546,6 +567,8 @@ impl Config {
             grpc_addr: SocketAddr::new(host, port),
             admin_addr: SocketAddr::new(host, admin_port),
             store,
+            redis_pool_size,
+            redis_command_timeout_ms,
             key_source,
             kms_endpoint: v.get("KMS_ENDPOINT_URL").map(str::to_owned),
             wrapping_key_id: v.get("WRAPPING_KMS_KEY_ID").map(str::to_owned),

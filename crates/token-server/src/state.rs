@@ -5,9 +5,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use token_dpop::{MemoryReplayCache, NonceIssuer, NonceKey, Validator, ValidatorConfig};
+use token_dpop::{
+    MemoryReplayCache, NonceIssuer, NonceKey, ReplayCache, Validator, ValidatorConfig,
+};
 use token_jwt::Policy;
 use token_refresh::{FamilyStore, MemoryStore, Pepper, RevocationList, Rotator, RotatorConfig};
+use token_store_redis::{RedisConfig, RedisStore};
 
 use crate::config::{Config, StoreConfig};
 use crate::keys::Keys;
@@ -69,24 +72,43 @@ impl AppState {
         let provider = token_jwt::fastest_provider();
         let keys = Arc::new(Keys::load(&config, crate::service::now()).await?);
 
-        let (store, revocations): (Arc<dyn FamilyStore>, Arc<dyn RevocationList>) = match &config
-            .store
-        {
+        let (store, revocations, replay): (
+            Arc<dyn FamilyStore>,
+            Arc<dyn RevocationList>,
+            Arc<dyn ReplayCache>,
+        ) = match &config.store {
             StoreConfig::Memory => {
                 tracing::warn!(
                     "REDIS_URL is unset: refresh-token families, revocations and DPoP replay entries live in \
                      this process's memory. Run ONE instance only; everything is lost on restart."
                 );
                 let memory = Arc::new(MemoryStore::new());
-                (memory.clone(), memory)
+                (memory.clone(), memory, Arc::new(MemoryReplayCache::new()))
             }
-            StoreConfig::Redis(_) => {
-                return Err(config_err(
-                    "REDIS_URL",
-                    "the Redis store is not wired into the server yet; unset REDIS_URL for the in-memory store",
-                ));
+            StoreConfig::Redis(url) => {
+                let redis_config = RedisConfig::builder(url.clone())
+                    .pool_size(config.redis_pool_size)
+                    .command_timeout(std::time::Duration::from_millis(
+                        config.redis_command_timeout_ms,
+                    ))
+                    .build()
+                    .map_err(|e| config_err("REDIS_URL", e))?;
+                let redacted = redis_config.redacted_url();
+                let redis = Arc::new(
+                    RedisStore::connect(redis_config)
+                        .await
+                        .map_err(|e| config_err("REDIS_URL", e))?,
+                );
+                tracing::info!(url = %redacted, deployment = ?redis.deployment(), "connected to Redis");
+                (redis.clone(), redis.clone(), redis)
             }
         };
+        if config.pepper.is_none() && matches!(config.store, StoreConfig::Redis(_)) {
+            return Err(config_err(
+                "REFRESH_TOKEN_PEPPER",
+                "required with REDIS_URL: every instance must hash refresh tokens with the same key",
+            ));
+        }
 
         let pepper = match &config.pepper {
             Some(bytes) => {
@@ -130,7 +152,7 @@ impl AppState {
             };
             dpop_config = dpop_config.require_nonce(Arc::new(NonceIssuer::new(key)));
         }
-        let dpop = Validator::new(dpop_config.build(), Arc::new(MemoryReplayCache::new()));
+        let dpop = Validator::new(dpop_config.build(), replay);
 
         let policy = Policy::builder().issuer(config.issuer.clone()).build();
         Ok(AppState {

@@ -24,6 +24,7 @@ use token_server::proto::{
     DPoPProof, GenerateTokensRequest, GetJwksRequest, IntrospectTokenRequest, RefreshTokensRequest,
     RevokeTokenRequest, ValidateDPoPRequest, revoke_token_request::Target,
 };
+use token_store_redis::testing::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -122,7 +123,21 @@ async fn verifier(client: &mut TokenServiceClient<Channel>) -> KeySet {
 
 #[tokio::test]
 async fn generate_verify_refresh_reuse_and_introspect() {
-    let mut h = harness(&[]).await;
+    full_flow(&[]).await;
+}
+
+#[tokio::test]
+async fn generate_verify_refresh_reuse_and_introspect_on_redis() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    full_flow(&[("REDIS_URL", &url), ("REFRESH_TOKEN_PEPPER", PEPPER)]).await;
+}
+
+const PEPPER: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const NONCE_KEY: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+
+async fn full_flow(extra: &[(&str, &str)]) {
+    let mut h = harness(extra).await;
     let keys = verifier(&mut h.client).await;
     let policy = Policy::builder()
         .issuer(ISSUER)
@@ -839,4 +854,342 @@ async fn bad_configuration_stops_start_up_naming_the_variable() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(var), "{var}={value}: {err}");
     }
+}
+
+// ---- two instances sharing one Redis --------------------------------------------------------
+
+async fn nonce_for(client: &mut TokenServiceClient<Channel>, key: &ProofBuilder) -> String {
+    let mut req = generate("probe");
+    req.dpop = Some(dpop(key, None));
+    let e = client.generate_tokens(authed(req)).await.unwrap_err();
+    assert_eq!(oauth_error(&e), "use_dpop_nonce");
+    e.metadata()
+        .get("dpop-nonce")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn two_instances_share_revocations_nonces_and_replay_state() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    // Instances of one deployment share the signing key (a file here; KMS in production).
+    let key_file =
+        std::env::temp_dir().join(format!("token-server-e2e-{}.pem", std::process::id()));
+    let pem = PrivateKey::generate(Algorithm::ES256)
+        .unwrap()
+        .to_pkcs8_pem()
+        .unwrap();
+    std::fs::write(&key_file, pem.as_bytes()).unwrap();
+    let key_path = key_file.to_string_lossy().into_owned();
+    let shared = [
+        ("SIGNING_KEY_FILE", key_path.as_str()),
+        ("REDIS_URL", url.as_str()),
+        ("REFRESH_TOKEN_PEPPER", PEPPER),
+        ("DPOP_NONCE_REQUIRED", "true"),
+        ("DPOP_NONCE_KEY", NONCE_KEY),
+    ];
+    let mut a = harness(&shared).await;
+    let mut b = harness(&shared).await;
+
+    // A nonce issued by A is accepted by B.
+    let key = proof_builder();
+    let nonce = nonce_for(&mut a.client, &key).await;
+    let mut req = generate("frank");
+    req.dpop = Some(DPoPProof {
+        proof: key.proof("POST", URI, None, Some(&nonce), now()).unwrap(),
+        http_method: "POST".into(),
+        http_uri: URI.into(),
+    });
+    let tokens = b
+        .client
+        .generate_tokens(authed(req))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tokens.token_type, "DPoP");
+
+    // A proof's jti used at A is a replay at B.
+    let proof = key
+        .proof(
+            "GET",
+            "https://api.example/r",
+            Some(&tokens.access_token),
+            Some(&nonce),
+            now(),
+        )
+        .unwrap();
+    let validate = ValidateDPoPRequest {
+        proof,
+        http_method: "GET".into(),
+        http_uri: "https://api.example/r".into(),
+        access_token: tokens.access_token.clone(),
+        ..Default::default()
+    };
+    let first = a
+        .client
+        .validate_d_po_p(authed(validate.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.valid, "{first:?}");
+    let again = b
+        .client
+        .validate_d_po_p(authed(validate))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.valid);
+    assert_eq!(again.error, "invalid_dpop_proof");
+
+    // A family revoked through A is refused by B at once.
+    let revoked = a
+        .client
+        .revoke_token(authed(RevokeTokenRequest {
+            target: Some(Target::FamilyId(tokens.family_id.clone())),
+            reason: "test".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.families_revoked, 1);
+    let intro = b
+        .client
+        .introspect_token(authed(IntrospectTokenRequest {
+            token: tokens.access_token.clone(),
+        }))
+        .await
+        .unwrap();
+    assert!(!intro.into_inner().active);
+    let mut refresh = RefreshTokensRequest {
+        refresh_token: tokens.refresh_token.clone(),
+        ..Default::default()
+    };
+    refresh.dpop = Some(DPoPProof {
+        proof: key.proof("POST", URI, None, Some(&nonce), now()).unwrap(),
+        http_method: "POST".into(),
+        http_uri: URI.into(),
+    });
+    let e = b.client.refresh_tokens(authed(refresh)).await.unwrap_err();
+    assert_eq!(oauth_error(&e), "invalid_grant");
+    a.server.shutdown().await.unwrap();
+    b.server.shutdown().await.unwrap();
+    let _ = std::fs::remove_file(key_file);
+}
+
+#[tokio::test]
+async fn redis_outage_fails_closed_with_unavailable_and_recovers() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let mut h = harness(&[
+        ("REDIS_URL", &url),
+        ("REFRESH_TOKEN_PEPPER", PEPPER),
+        ("REDIS_COMMAND_TIMEOUT_MS", "500"),
+    ])
+    .await;
+    let ok = h
+        .client
+        .generate_tokens(authed(generate("gina")))
+        .await
+        .unwrap()
+        .into_inner();
+
+    redis.stop();
+    let started = std::time::Instant::now();
+    let e = h
+        .client
+        .generate_tokens(authed(generate("gina")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), oauth_error(&e)),
+        (Code::Unavailable, "temporarily_unavailable")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failed fast: {:?}",
+        started.elapsed()
+    );
+    let e = h
+        .client
+        .refresh_tokens(authed(RefreshTokensRequest {
+            refresh_token: ok.refresh_token.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+
+    redis
+        .restart()
+        .expect("redis-server restarts on the same port");
+    let mut recovered = false;
+    for _ in 0..50 {
+        if h.client
+            .generate_tokens(authed(generate("gina")))
+            .await
+            .is_ok()
+        {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(recovered, "the server recovers without a restart");
+    h.server.shutdown().await.unwrap();
+}
+
+// ---- mutual TLS and request limits --------------------------------------------------------------
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the openssl command (Debian package openssl) generates the test certificates");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for `localhost` and a client certificate, in `dir`.
+fn certificates(dir: &std::path::Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=e2e-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ];
+    ca.extend(ec);
+    openssl(dir, &ca);
+    for (name, ext) in [
+        ("server", "subjectAltName=DNS:localhost"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ] {
+        let subj = format!("/CN=e2e-{name}");
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        let mut req = vec![
+            "req",
+            "-new",
+            "-subj",
+            subj.as_str(),
+            "-keyout",
+            key.as_str(),
+            "-out",
+            csr.as_str(),
+        ];
+        req.extend(ec);
+        openssl(dir, &req);
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let ext_file = format!("{name}.ext");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext_file,
+                "-out",
+                &pem,
+            ],
+        );
+    }
+}
+
+#[tokio::test]
+async fn mutual_tls_authenticates_callers_by_certificate() {
+    let dir = std::env::temp_dir().join(format!("token-server-mtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    certificates(&dir);
+    let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    let (cert, key, ca) = (path("server.pem"), path("server.key"), path("ca.pem"));
+    let server = token_server::start(config(&[
+        ("TLS_CERT_FILE", &cert),
+        ("TLS_KEY_FILE", &key),
+        ("TLS_CLIENT_CA_FILE", &ca),
+    ]))
+    .await
+    .unwrap();
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let url = format!("https://localhost:{}", server.grpc_addr.port());
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .domain_name("localhost")
+        .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.pem")));
+
+    // With a client certificate: authenticated without a bearer token.
+    let channel = Channel::from_shared(url.clone())
+        .unwrap()
+        .tls_config(tls.clone().identity(tonic::transport::Identity::from_pem(
+            read("client.pem"),
+            read("client.key"),
+        )))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = TokenServiceClient::new(channel);
+    let ok = client
+        .generate_tokens(generate("mtls"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.token_type, "Bearer");
+
+    // Without one, the handshake is refused: no RPC gets through.
+    let refused = match Channel::from_shared(url)
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+    {
+        Err(_) => true,
+        Ok(channel) => TokenServiceClient::new(channel)
+            .get_jwks(GetJwksRequest {})
+            .await
+            .is_err(),
+    };
+    assert!(refused);
+    server.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn oversized_requests_are_refused() {
+    let mut h = harness(&[("MAX_REQUEST_BYTES", "4096")]).await;
+    let mut req = generate("big");
+    req.additional_claims_json = format!(r#"{{"pad":"{}"}}"#, "x".repeat(8000));
+    let e = h.client.generate_tokens(authed(req)).await.unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    h.server.shutdown().await.unwrap();
 }

@@ -1,0 +1,393 @@
+//! The shared command connections: a fred pool, the Lua scripts (loaded on every primary,
+//! reloaded on `NOSCRIPT`), key names and timeouts.
+
+use std::future::Future;
+use std::time::Duration;
+
+use fred::clients::{Client, Pool};
+use fred::interfaces::{ClientLike, KeysInterface, LuaInterface};
+use fred::types::{Builder, Expiration, SetOptions};
+#[cfg(feature = "refresh")]
+use {fred::interfaces::ClusterInterface, fred::types::config::Server};
+
+use crate::config::RedisConfig;
+use crate::error::Error;
+
+/// Longest TTL this crate ever sets, in milliseconds (ten years): keeps every `PX` argument an
+/// exact integer, also inside Lua.
+pub(crate) const MAX_TTL_MS: i64 = 315_360_000_000;
+
+/// A Lua script and its SHA-1 (the `EVALSHA` name).
+#[derive(Debug)]
+pub(crate) struct LuaScript {
+    pub(crate) lua: &'static str,
+    #[cfg_attr(
+        not(feature = "refresh"),
+        allow(dead_code, reason = "only the `refresh` scripts are run")
+    )]
+    pub(crate) sha: String,
+}
+
+#[cfg(feature = "refresh")]
+impl LuaScript {
+    pub(crate) fn new(lua: &'static str) -> Self {
+        LuaScript {
+            lua,
+            sha: fred::util::sha1_hash(lua),
+        }
+    }
+}
+
+/// Key names. Everything about one family shares the hash tag `{<family id>}`, so a script
+/// over the family and its revocation entry runs on one Cluster slot.
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The family document: `<prefix>f:{<id>}`.
+    #[cfg(feature = "refresh")]
+    pub(crate) fn family(&self, id: &token_refresh::FamilyId) -> String {
+        format!("{}f:{{{id}}}", self.prefix)
+    }
+
+    /// The family's revocation-list entry: `<prefix>r:{<id>}`.
+    #[cfg(feature = "refresh")]
+    pub(crate) fn revoked(&self, id: &token_refresh::FamilyId) -> String {
+        format!("{}r:{{{id}}}", self.prefix)
+    }
+
+    /// `SCAN MATCH` pattern of every revocation-list entry (the prefix's glob characters
+    /// escaped).
+    #[cfg(feature = "refresh")]
+    pub(crate) fn revoked_pattern(&self) -> String {
+        let mut out = String::with_capacity(self.prefix.len() + 4);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push_str("r:*");
+        out
+    }
+
+    /// The subject's index of families (its own slot): `<prefix>s:<subject>`.
+    #[cfg(feature = "refresh")]
+    pub(crate) fn subject(&self, subject: &str) -> String {
+        format!("{}s:{subject}", self.prefix)
+    }
+
+    /// A subscriber's private probe channel: `<prefix>probe:<random>`.
+    #[cfg(feature = "refresh")]
+    pub(crate) fn probe(&self, nonce: &str) -> String {
+        format!("{}probe:{nonce}", self.prefix)
+    }
+
+    /// The revocation event channel: `<prefix>revocations`.
+    #[cfg(feature = "refresh")]
+    pub(crate) fn channel(&self) -> String {
+        format!("{}revocations", self.prefix)
+    }
+
+    /// A DPoP replay entry: `<prefix>dpop:<hex>`.
+    #[cfg(feature = "dpop")]
+    pub(crate) fn replay(&self, key: &token_dpop::ReplayKey) -> String {
+        format!("{}dpop:{}", self.prefix, key.to_hex())
+    }
+}
+
+/// The command side: a pool of multiplexed connections.
+pub(crate) struct Conn {
+    pub(crate) pool: Pool,
+    pub(crate) keys: Keys,
+    pub(crate) clustered: bool,
+    /// Deadline of one whole operation (a script call may need `EVALSHA`, `SCRIPT LOAD`,
+    /// `EVALSHA`); each command has the command timeout on its own too.
+    op_timeout: Duration,
+    pub(crate) margin_ms: i64,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("pool_size", &self.pool.size())
+            .field("clustered", &self.clustered)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fred builder for `config` (the password stays inside fred's config).
+pub(crate) fn builder(config: &RedisConfig) -> Result<Builder, Error> {
+    let mut builder = Builder::from_config(config.fred_config()?);
+    builder
+        .set_performance_config(config.fred_performance())
+        .set_connection_config(config.fred_connection());
+    if let Some(policy) = config.reconnect().to_fred() {
+        builder.set_policy(policy);
+    }
+    Ok(builder)
+}
+
+impl Conn {
+    /// Connects the pool and loads `scripts` on every primary.
+    pub(crate) async fn connect(
+        config: &RedisConfig,
+        scripts: &[&LuaScript],
+    ) -> Result<Self, Error> {
+        let pool = builder(config)?
+            .build_pool(config.pool_size())
+            .map_err(|e| Error::Connect {
+                reason: "building the client pool",
+                source: Box::new(e),
+            })?;
+        let connected = tokio::time::timeout(config.connect_timeout(), pool.init()).await;
+        match connected {
+            Ok(Ok(_task)) => {}
+            Ok(Err(e)) => {
+                let _ = pool.quit().await;
+                return Err(Error::Connect {
+                    reason: "connecting",
+                    source: Box::new(e),
+                });
+            }
+            Err(_) => {
+                let _ = pool.quit().await;
+                return Err(Error::Connect {
+                    reason: "connecting",
+                    source: "the connection timed out".into(),
+                });
+            }
+        }
+        let conn = Conn {
+            clustered: pool.next().is_clustered(),
+            pool,
+            keys: Keys::new(config.key_prefix()),
+            op_timeout: config
+                .command_timeout()
+                .saturating_mul(3)
+                .saturating_add(Duration::from_millis(100)),
+            margin_ms: i64::try_from(config.ttl_margin_ms())
+                .unwrap_or(MAX_TTL_MS)
+                .min(MAX_TTL_MS),
+        };
+        for script in scripts {
+            if let Err(e) = conn
+                .pool
+                .next()
+                .script_load_cluster::<String, _>(script.lua)
+                .await
+            {
+                let _ = conn.pool.quit().await;
+                return Err(Error::Connect {
+                    reason: "loading the Lua scripts",
+                    source: Box::new(e),
+                });
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Runs `fut` under the operation deadline.
+    pub(crate) async fn timed<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.op_timeout, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout { op }),
+        }
+    }
+
+    /// The next pooled client, preferring connected ones.
+    pub(crate) fn client(&self) -> &Client {
+        self.pool.next_connected()
+    }
+
+    #[cfg(feature = "refresh")]
+    /// `EVALSHA`, loading the script (on every primary) and retrying once on `NOSCRIPT`
+    /// (after a server restart or `SCRIPT FLUSH`). Replies are lists of strings.
+    pub(crate) async fn eval(
+        &self,
+        op: &'static str,
+        script: &LuaScript,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Vec<String>, Error> {
+        self.timed(op, async {
+            let client = self.client();
+            let first = client
+                .evalsha::<Vec<String>, _, _, _>(script.sha.as_str(), keys.clone(), args.clone())
+                .await;
+            match first {
+                Err(e) if e.details().starts_with("NOSCRIPT") => {
+                    client
+                        .script_load_cluster::<String, _>(script.lua)
+                        .await
+                        .map_err(|e| Error::command(op, e))?;
+                    client
+                        .evalsha::<Vec<String>, _, _, _>(script.sha.as_str(), keys, args)
+                        .await
+                        .map_err(|e| Error::command(op, e))
+                }
+                other => other.map_err(|e| Error::command(op, e)),
+            }
+        })
+        .await
+    }
+
+    #[cfg(feature = "refresh")]
+    /// `GET key`.
+    pub(crate) async fn get(&self, op: &'static str, key: String) -> Result<Option<String>, Error> {
+        self.timed(op, async {
+            self.client()
+                .get::<Option<String>, _>(key)
+                .await
+                .map_err(|e| Error::command(op, e))
+        })
+        .await
+    }
+
+    /// `SET key value NX PX ttl`: whether the key was set.
+    pub(crate) async fn set_nx_px(
+        &self,
+        op: &'static str,
+        key: String,
+        value: String,
+        ttl_ms: i64,
+    ) -> Result<bool, Error> {
+        let ttl_ms = ttl_ms.clamp(1, MAX_TTL_MS);
+        self.timed(op, async {
+            let reply = self
+                .client()
+                .set::<Option<String>, _, _>(
+                    key,
+                    value,
+                    Some(Expiration::PX(ttl_ms)),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await
+                .map_err(|e| Error::command(op, e))?;
+            match reply.as_deref() {
+                None => Ok(false),
+                Some("OK") => Ok(true),
+                Some(_) => Err(Error::unexpected(op, "SET NX answered neither OK nor nil")),
+            }
+        })
+        .await
+    }
+
+    /// Every key matching `pattern`, on every primary (`SCAN` page by page, each page under
+    /// the command timeout).
+    #[cfg(feature = "refresh")]
+    pub(crate) async fn scan(&self, op: &'static str, pattern: &str) -> Result<Vec<String>, Error> {
+        let client = self.client();
+        let nodes: Vec<Option<Server>> = if self.clustered {
+            let state = client
+                .cached_cluster_state()
+                .ok_or(Error::unexpected(op, "no cluster routing table"))?;
+            state.unique_primary_nodes().into_iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        let mut keys = Vec::new();
+        for node in nodes {
+            let mut cursor = String::from("0");
+            loop {
+                let page = match &node {
+                    Some(server) => {
+                        client
+                            .with_cluster_node(server.clone())
+                            .scan_page::<(String, Vec<String>), _, _>(
+                                cursor.as_str(),
+                                pattern,
+                                Some(1000),
+                                None,
+                            )
+                            .await
+                    }
+                    None => {
+                        client
+                            .scan_page::<(String, Vec<String>), _, _>(
+                                cursor.as_str(),
+                                pattern,
+                                Some(1000),
+                                None,
+                            )
+                            .await
+                    }
+                };
+                let (next, page) = page.map_err(|e| Error::command(op, e))?;
+                keys.extend(page);
+                if next == "0" {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(keys)
+    }
+
+    /// `PUBLISH channel message`.
+    #[cfg(feature = "refresh")]
+    pub(crate) async fn publish(
+        &self,
+        op: &'static str,
+        channel: &str,
+        message: &str,
+    ) -> Result<(), Error> {
+        use fred::interfaces::PubsubInterface;
+        self.timed(op, async {
+            self.client()
+                .publish::<i64, _, _>(channel, message)
+                .await
+                .map(|_| ())
+                .map_err(|e| Error::command(op, e))
+        })
+        .await
+    }
+
+    /// Closes every connection (best effort).
+    pub(crate) async fn quit(&self) {
+        let _ = self.pool.quit().await;
+    }
+}
+
+#[cfg(all(test, feature = "refresh"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_keys_share_a_slot_and_patterns_are_escaped() {
+        let keys = Keys::new("app*[x]?\\:");
+        for i in 0..200u8 {
+            let id = token_refresh::FamilyId::from_bytes([i; 16]);
+            let family = keys.family(&id);
+            let revoked = keys.revoked(&id);
+            assert_eq!(
+                fred::util::redis_keyslot(family.as_bytes()),
+                fred::util::redis_keyslot(revoked.as_bytes()),
+                "{family} {revoked}"
+            );
+            assert!(family.ends_with(&format!("f:{{{id}}}")));
+        }
+        assert_eq!(keys.revoked_pattern(), "app\\*\\[x\\]\\?\\\\:r:*");
+        assert_eq!(keys.channel(), "app*[x]?\\:revocations");
+        assert_eq!(keys.subject("alice"), "app*[x]?\\:s:alice");
+    }
+
+    #[test]
+    fn scripts_have_their_sha1() {
+        let s = LuaScript::new("return 1");
+        assert_eq!(s.sha, "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    }
+}

@@ -1,0 +1,295 @@
+//! The revocation subscriber: one dedicated pub/sub connection feeding the local broadcaster.
+//!
+//! On every reconnect (and whenever the local message buffer overflowed) it subscribes again
+//! and then re-reads the whole revocation list (`SCAN` on every primary), publishing each
+//! entry locally: a revocation made while the connection was down is delivered late, never
+//! lost. Subscribing *before* re-reading closes the gap: an entry written before the
+//! subscription is found by the scan, one written after it arrives as a message.
+//!
+//! "Subscribed" means confirmed by the server, not merely sent: the client library resolves
+//! `SUBSCRIBE` before Redis has processed it. So the subscriber also subscribes to a private
+//! probe channel (in the same command, after the revocation channel) and publishes a random
+//! token on it through the command pool until the token comes back on the subscriber
+//! connection. Only then does `connect` return, or a re-read start.
+//!
+//! A re-read delivers only families not delivered before (the subscriber remembers the last
+//! 65,536 it delivered), so a reconnect that lost nothing repeats nothing.
+
+use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fred::clients::Client;
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use token_refresh::{FamilyId, RevocationBroadcaster, RevocationEvent};
+use tokio::sync::broadcast::Receiver;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+use crate::config::RedisConfig;
+use crate::conn::Conn;
+use crate::error::Error;
+use crate::store::RedisStore;
+
+const MIN_RETRY: Duration = Duration::from_millis(50);
+const MAX_RETRY: Duration = Duration::from_secs(2);
+/// How long a probe token may take to come back before it is published again.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a subscription may take to be confirmed before the attempt counts as failed.
+const PROBE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// A random token (std's randomly keyed hasher: no extra dependency; uniqueness is all that
+/// matters here).
+fn nonce() -> String {
+    let a = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let b = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{a:016x}{b:016x}")
+}
+
+pub(crate) struct Subscriber {
+    client: Client,
+    task: JoinHandle<()>,
+    resyncs: Arc<AtomicU64>,
+}
+
+impl Subscriber {
+    /// Connects, subscribes (confirmed by the server) and starts the listening task.
+    pub(crate) async fn start(
+        config: &RedisConfig,
+        conn: Arc<Conn>,
+        events: RevocationBroadcaster,
+    ) -> Result<Self, Error> {
+        let client = crate::conn::builder(config)?
+            .build()
+            .map_err(|e| Error::Connect {
+                reason: "building the subscriber",
+                source: Box::new(e),
+            })?;
+        // Taken before connecting, so nothing is missed.
+        let messages = client.message_rx();
+        let mut listener = Listener {
+            client: client.clone(),
+            channel: conn.keys.channel(),
+            probe: conn.keys.probe(&nonce()),
+            conn,
+            events,
+            resyncs: Arc::new(AtomicU64::new(0)),
+            seen: Seen::default(),
+            messages,
+            reconnects: client.reconnect_rx(),
+        };
+        let setup = async {
+            client.init().await.map_err(|e| Error::Connect {
+                reason: "subscribing to revocation events",
+                source: Box::new(e),
+            })?;
+            listener.subscribe().await
+        };
+        match tokio::time::timeout(config.connect_timeout(), setup).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = client.quit().await;
+                return Err(match e {
+                    e @ Error::Connect { .. } => e,
+                    e => Error::Connect {
+                        reason: "subscribing to revocation events",
+                        source: Box::new(e),
+                    },
+                });
+            }
+            Err(_) => {
+                let _ = client.quit().await;
+                return Err(Error::Connect {
+                    reason: "subscribing to revocation events",
+                    source: "the connection timed out".into(),
+                });
+            }
+        }
+        // The first connection's own "reconnect" notifications: nothing was missed yet.
+        while listener.reconnects.try_recv().is_ok() {}
+        let resyncs = listener.resyncs.clone();
+        let task = tokio::spawn(run(listener));
+        Ok(Subscriber {
+            client,
+            task,
+            resyncs,
+        })
+    }
+
+    /// How many times the list was re-read after a reconnect or an overflow.
+    pub(crate) fn resyncs(&self) -> u64 {
+        self.resyncs.load(Ordering::Relaxed)
+    }
+
+    /// Stops listening and closes the connection in the background.
+    pub(crate) fn stop(&self) {
+        self.task.abort();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let client = self.client.clone();
+            handle.spawn(async move {
+                let _ = client.quit().await;
+            });
+        }
+    }
+
+    /// Stops listening and closes the connection.
+    pub(crate) async fn close(&self) {
+        self.task.abort();
+        let _ = self.client.quit().await;
+    }
+}
+
+struct Listener {
+    client: Client,
+    conn: Arc<Conn>,
+    /// The revocation event channel.
+    channel: String,
+    /// This subscriber's private probe channel.
+    probe: String,
+    events: RevocationBroadcaster,
+    resyncs: Arc<AtomicU64>,
+    /// Families already delivered, so a re-read repeats none of them.
+    seen: Seen,
+    messages: Receiver<fred::types::Message>,
+    reconnects: Receiver<fred::types::config::Server>,
+}
+
+/// The most recently delivered family ids (a family is revoked once, so its id identifies
+/// the event), at most [`SEEN_CAPACITY`]; older ones are forgotten first and may then be
+/// delivered again by a re-read (delivery stays at least once).
+#[derive(Default)]
+struct Seen {
+    ids: HashSet<FamilyId>,
+    order: VecDeque<FamilyId>,
+}
+
+/// How many delivered family ids a subscriber remembers (16 bytes each).
+const SEEN_CAPACITY: usize = 65_536;
+
+impl Seen {
+    /// Records `id`; whether it is new.
+    fn insert(&mut self, id: FamilyId) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > SEEN_CAPACITY
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        true
+    }
+}
+
+impl Listener {
+    /// Delivers `event` locally unless it was delivered before.
+    fn deliver(&mut self, event: RevocationEvent) {
+        if self.seen.insert(event.family_id) {
+            self.events.publish(event);
+        }
+    }
+
+    /// Forwards a revocation message to the local subscribers (ignores anything else).
+    fn forward(&mut self, message: &fred::types::Message) {
+        if message.channel.as_bytes() == self.channel.as_bytes()
+            && let Some(bytes) = message.value.as_bytes()
+            && let Ok(event) = RevocationEvent::from_json(bytes)
+        {
+            self.deliver(event);
+        }
+    }
+
+    /// Subscribes to the revocation and probe channels and waits until the server confirms
+    /// it: a token published on the probe channel comes back. Revocation messages that
+    /// arrive meanwhile are forwarded.
+    async fn subscribe(&mut self) -> Result<(), Error> {
+        self.client
+            .subscribe(vec![self.channel.as_str(), self.probe.as_str()])
+            .await
+            .map_err(|e| Error::command("subscribe", e))?;
+        let token = nonce();
+        let deadline = tokio::time::Instant::now() + PROBE_DEADLINE;
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout { op: "subscribe" });
+            }
+            self.conn.publish("subscribe", &self.probe, &token).await?;
+            let wait = tokio::time::sleep(PROBE_INTERVAL);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    m = self.messages.recv() => match m {
+                        Ok(message) => {
+                            if message.channel.as_bytes() == self.probe.as_bytes() {
+                                if message.value.as_bytes() == Some(token.as_bytes()) {
+                                    return Ok(());
+                                }
+                            } else {
+                                self.forward(&message);
+                            }
+                        }
+                        // A re-read follows a confirmed subscription anyway.
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => {
+                            return Err(Error::unexpected("subscribe", "the subscriber closed"));
+                        }
+                    },
+                    () = &mut wait => break,
+                }
+            }
+        }
+    }
+}
+
+async fn run(mut l: Listener) {
+    // A resubscribe + re-read is due; retried with backoff until it succeeds.
+    let mut pending = false;
+    let mut retry = Duration::ZERO;
+    loop {
+        tokio::select! {
+            biased;
+            r = l.reconnects.recv() => match r {
+                Ok(_) | Err(RecvError::Lagged(_)) => {
+                    pending = true;
+                    retry = Duration::ZERO;
+                }
+                Err(RecvError::Closed) => break,
+            },
+            m = l.messages.recv() => match m {
+                Ok(message) => l.forward(&message),
+                // Messages were dropped locally: re-read the list.
+                Err(RecvError::Lagged(_)) => {
+                    pending = true;
+                    retry = Duration::ZERO;
+                }
+                Err(RecvError::Closed) => break,
+            },
+            () = tokio::time::sleep(retry), if pending => {
+                match resync(&mut l).await {
+                    Ok(()) => {
+                        pending = false;
+                        l.resyncs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => retry = (retry * 2).clamp(MIN_RETRY, MAX_RETRY),
+                }
+            }
+        }
+    }
+}
+
+/// Subscribes again (idempotent, confirmed by the server), then publishes every entry of the
+/// list locally.
+async fn resync(l: &mut Listener) -> Result<(), Error> {
+    l.subscribe().await?;
+    for event in RedisStore::all_revocations(&l.conn).await? {
+        l.deliver(event);
+    }
+    Ok(())
+}

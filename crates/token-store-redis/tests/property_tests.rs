@@ -1,0 +1,325 @@
+//! Property tests against real Redis (standalone and a 3-master Cluster, started by the
+//! fixtures): the token-refresh model-based test (random issue / rotate / reuse / grace retry
+//! / forge / revoke / clock-advance sequences, checked against a reference model at every
+//! step), and the Lua scripts against `decide` / `decide_revoke` on arbitrary states.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use token_refresh::conformance::{Backend, BoxFuture, Harness, TaskFuture, model};
+use token_refresh::{
+    FamilyId, FamilyStore, RevocationList, RevokeOutcome, RotateOutcome, decide, decide_revoke,
+};
+use token_store_redis::testing::{RedisCluster, RedisServer};
+use token_store_redis::{ReconnectPolicy, RedisConfig, RedisStore};
+
+fn fresh_prefix() -> String {
+    format!("p{}:", FamilyId::generate().unwrap())
+}
+
+async fn connect(url: &str, prefix: &str) -> RedisStore {
+    let config = RedisConfig::builder(url)
+        .key_prefix(prefix)
+        .pool_size(2)
+        .reconnect(ReconnectPolicy::constant(Duration::from_millis(100)))
+        .build()
+        .unwrap();
+    RedisStore::connect(config).await.unwrap()
+}
+
+struct RedisHarness {
+    url: String,
+}
+
+impl Harness for RedisHarness {
+    fn backend(&self) -> BoxFuture<'_, Backend> {
+        Box::pin(async { Backend::new(Arc::new(connect(&self.url, &fresh_prefix()).await)) })
+    }
+    fn spawn(&self, task: TaskFuture) -> TaskFuture {
+        let handle = tokio::spawn(task);
+        Box::pin(async move {
+            if let Err(e) = handle.await {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        })
+    }
+    fn sleep(&self, duration: Duration) -> TaskFuture {
+        Box::pin(tokio::time::sleep(duration))
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn runner(cases: u32) -> TestRunner {
+    TestRunner::new(Config {
+        cases,
+        // Failing seeds go to `tests/property_tests.proptest-regressions`, as with `proptest!`.
+        source_file: Some(file!()),
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..Config::default()
+    })
+}
+
+fn start_server() -> RedisServer {
+    RedisServer::start().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn start_cluster() -> RedisCluster {
+    RedisCluster::start().unwrap_or_else(|e| panic!("{e}"))
+}
+
+// ---- model-based ------------------------------------------------------------------------
+
+fn model_test(url: String, cases: u32) {
+    let rt = runtime();
+    let h = RedisHarness { url };
+    runner(cases)
+        .run(
+            &(model::config_strategy(), model::ops_strategy(60)),
+            |(cfg, ops)| {
+                rt.block_on(model::run(&h, &cfg, &ops));
+                Ok(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Random operation sequences: the Redis-backed rotator agrees with the model at every step.
+#[test]
+fn model_agrees_with_redis_standalone() {
+    let server = start_server();
+    model_test(server.url(), 32);
+}
+
+/// The same on a Cluster (families spread over the three masters).
+#[test]
+fn model_agrees_with_redis_cluster() {
+    let cluster = start_cluster();
+    model_test(cluster.url(), 16);
+}
+
+// ---- Lua scripts against `decide` ---------------------------------------------------------
+
+/// The next event for `id` (events of earlier, failed cases are skipped).
+async fn next_event(
+    events: &std::sync::Mutex<token_refresh::RevocationSubscription>,
+    id: FamilyId,
+) -> token_refresh::RevocationEvent {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let next = events.lock().unwrap().try_recv().unwrap();
+        match next {
+            Some(e) if e.family_id == id => return e,
+            Some(_) => {}
+            None => {
+                assert!(std::time::Instant::now() < deadline, "no event for {id:?}");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+}
+
+/// `model::decide_cases` mostly draws revoked, expired or forged cases (a rotation about 1 %
+/// of the time, a grace retry almost never); these are the same cases moved towards the
+/// interesting part: live families, the bound key, and a token the family knows.
+fn live_decide_cases()
+-> impl Strategy<Value = (token_refresh::Family, token_refresh::RotateRequest)> {
+    let grace = (1i64..15, 1u32..4, 0u8..3, any::<bool>());
+    (model::decide_cases(), 0u8..6, any::<bool>(), 0u8..4, grace).prop_map(
+        |((mut f, mut req), pick, keep_revoked, key, (window, uses, at, last_use))| {
+            if !keep_revoked {
+                f.revoked = None;
+            }
+            if key > 0 {
+                req.presented_jkt = f.dpop_jkt.clone();
+            }
+            req.presented_hash = match pick {
+                0 | 1 => f.current_hash,
+                2 | 3 => f.grace.as_ref().map_or(f.current_hash, |g| g.previous_hash),
+                4 => f.rotated.last().copied().unwrap_or(req.presented_hash),
+                _ => req.presented_hash,
+            };
+            if matches!(pick, 2 | 3)
+                && let Some(g) = f.grace.as_mut()
+            {
+                // A retry around the end of the grace window (the boundary itself included)
+                // and of the use limit, with grace on.
+                req.grace = token_refresh::GracePolicy {
+                    window,
+                    max_uses: uses,
+                };
+                req.sealed_successor =
+                    Some(token_refresh::SealedSuccessor::from_bytes(vec![9, 9, 9]).unwrap());
+                req.now = g.rotated_at
+                    + match at {
+                        0 => window - 1,
+                        1 => window,
+                        _ => window / 2,
+                    };
+                if last_use {
+                    g.uses = uses - 1;
+                }
+                if pick == 3 {
+                    req.requested_scopes = None;
+                }
+            }
+            f.absolute_expires_at = f.absolute_expires_at.max(req.now + 20);
+            f.idle_expires_at = f
+                .idle_expires_at
+                .max(req.now + 10)
+                .min(f.absolute_expires_at);
+            (f, req)
+        },
+    )
+}
+
+/// Stores the family, runs the rotation script, and compares outcome, stored state, listing
+/// and events with `decide`.
+fn lua_rotate_test(url: String, cases: u32) {
+    let rt = runtime();
+    let store = rt.block_on(connect(&url, &fresh_prefix()));
+    let events = std::sync::Mutex::new(store.subscribe());
+    runner(cases)
+        .run(
+            &prop_oneof![model::decide_cases(), live_decide_cases()],
+            |(mut family, mut req)| {
+                // A fresh id per case, so cases do not see each other.
+                family.id = FamilyId::generate().unwrap();
+                req.family_id = family.id;
+                let expected = decide(&family, &req);
+                rt.block_on(async {
+                    store.create(&family).await.unwrap();
+                    let got = store.rotate(&req).await.unwrap();
+                    prop_assert_eq!(&got, &expected);
+                    let stored = store.get(&family.id).await.unwrap().unwrap();
+                    prop_assert_eq!(&stored, expected.new_state().unwrap_or(&family));
+                    let reuse = matches!(expected, RotateOutcome::Reuse(_));
+                    prop_assert_eq!(store.is_revoked(&family.id, req.now).await.unwrap(), reuse);
+                    if reuse {
+                        let event = next_event(&events, family.id).await;
+                        prop_assert_eq!(event.family_id, family.id);
+                        prop_assert_eq!(event.revoked_at, req.now);
+                        prop_assert_eq!(event.listed_until, req.now + req.revocation_ttl);
+                    }
+                    Ok(())
+                })
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stray = events.lock().unwrap().try_recv().unwrap();
+    assert!(stray.is_none(), "an event without a reuse: {stray:?}");
+}
+
+/// `model::revoke_cases`, with the presented token picked among the family's own (the grace
+/// state's previous hash alone in half of them: not also among the rotated ones).
+fn live_revoke_cases() -> impl Strategy<
+    Value = (
+        token_refresh::Family,
+        Option<token_refresh::TokenHash>,
+        token_refresh::RevokeRequest,
+    ),
+> {
+    (model::revoke_cases(), 0u8..4, any::<bool>()).prop_map(
+        |((mut f, presented, req), pick, only_in_grace)| {
+            if only_in_grace && let Some(g) = &f.grace {
+                let previous = g.previous_hash;
+                f.rotated.retain(|h| *h != previous);
+            }
+            let presented = match pick {
+                0 => Some(f.current_hash),
+                1 => f.grace.as_ref().map(|g| g.previous_hash).or(presented),
+                2 => f.rotated.first().copied().or(presented),
+                _ => presented,
+            };
+            (f, presented, req)
+        },
+    )
+}
+
+/// Stores the family, runs the revocation script, and compares with `decide_revoke`.
+fn lua_revoke_test(url: String, cases: u32) {
+    let rt = runtime();
+    let store = rt.block_on(connect(&url, &fresh_prefix()));
+    let events = std::sync::Mutex::new(store.subscribe());
+    runner(cases)
+        .run(
+            &prop_oneof![model::revoke_cases(), live_revoke_cases()],
+            |(mut family, presented, req)| {
+                family.id = FamilyId::generate().unwrap();
+                let expected = decide_revoke(&family, presented.as_ref(), &req);
+                rt.block_on(async {
+                    store.create(&family).await.unwrap();
+                    let got = store
+                        .revoke_family(&family.id, presented.as_ref(), &req)
+                        .await
+                        .unwrap();
+                    prop_assert_eq!(&got, &expected);
+                    let stored = store.get(&family.id).await.unwrap().unwrap();
+                    let revoked = match &expected {
+                        RevokeOutcome::Revoked(next) => {
+                            prop_assert_eq!(&stored, next);
+                            true
+                        }
+                        _ => {
+                            prop_assert_eq!(&stored, &family);
+                            false
+                        }
+                    };
+                    prop_assert_eq!(
+                        store.is_revoked(&family.id, req.now).await.unwrap(),
+                        revoked
+                    );
+                    if revoked {
+                        let event = next_event(&events, family.id).await;
+                        prop_assert_eq!(event.family_id, family.id);
+                        prop_assert_eq!(event.reason, req.reason);
+                    }
+                    Ok(())
+                })
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stray = events.lock().unwrap().try_recv().unwrap();
+    assert!(stray.is_none(), "an event without a revocation: {stray:?}");
+}
+
+/// The rotation script is `decide`, on arbitrary families and requests.
+#[test]
+fn lua_rotate_matches_decide_standalone() {
+    let server = start_server();
+    lua_rotate_test(server.url(), 1024);
+}
+
+/// The revocation script is `decide_revoke`, on arbitrary families and requests.
+#[test]
+fn lua_revoke_matches_decide_revoke_standalone() {
+    let server = start_server();
+    lua_revoke_test(server.url(), 512);
+}
+
+/// Both scripts again on a Cluster (fewer cases: the scripts are the same, the routing is
+/// what differs).
+#[test]
+fn lua_scripts_match_decide_cluster() {
+    let cluster = start_cluster();
+    lua_rotate_test(cluster.url(), 256);
+    lua_revoke_test(cluster.url(), 128);
+}

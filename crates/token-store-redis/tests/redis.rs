@@ -1,0 +1,725 @@
+//! Against real `redis-server` processes started by the fixtures (`token_store_redis::testing`):
+//! the token-refresh conformance suite on a standalone server and on a 3-master Cluster,
+//! round trips per rotation, TTLs on every key, the DPoP replay cache, and faults (server
+//! killed and restarted, server stalled past the timeout, pub/sub connection cut, garbage in
+//! Redis).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code"
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use token_dpop::{ReplayCache, ReplayError, ReplayKey};
+use token_refresh::conformance::{self, Backend, BoxFuture, Harness, T0, TaskFuture};
+use token_refresh::{
+    Error, FamilyId, FamilyStore, Pepper, RevocationList, RevocationReason, RevokeOutcome,
+    RevokeRequest, Rotator, RotatorConfig,
+};
+use token_store_redis::testing::{RedisCluster, RedisSentinel, RedisServer, Reply};
+use token_store_redis::{ReconnectPolicy, RedisConfig, RedisConfigBuilder, RedisStore};
+
+// ---- harness ---------------------------------------------------------------------------
+
+fn fresh_prefix() -> String {
+    format!("t{}:", FamilyId::generate().unwrap())
+}
+
+fn config(url: &str, prefix: &str) -> RedisConfigBuilder {
+    RedisConfig::builder(url)
+        .key_prefix(prefix)
+        .pool_size(2)
+        .reconnect(ReconnectPolicy::constant(Duration::from_millis(100)))
+}
+
+async fn connect(builder: RedisConfigBuilder) -> RedisStore {
+    RedisStore::connect(builder.build().unwrap()).await.unwrap()
+}
+
+struct RedisHarness {
+    url: String,
+    resp3: bool,
+}
+
+impl RedisHarness {
+    fn new(url: String) -> Self {
+        RedisHarness { url, resp3: true }
+    }
+}
+
+impl Harness for RedisHarness {
+    fn backend(&self) -> BoxFuture<'_, Backend> {
+        Box::pin(async {
+            let store = connect(config(&self.url, &fresh_prefix()).resp3(self.resp3)).await;
+            Backend::new(Arc::new(store))
+        })
+    }
+    fn spawn(&self, task: TaskFuture) -> TaskFuture {
+        let handle = tokio::spawn(task);
+        Box::pin(async move {
+            if let Err(e) = handle.await {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        })
+    }
+    fn sleep(&self, duration: Duration) -> TaskFuture {
+        Box::pin(tokio::time::sleep(duration))
+    }
+    fn concurrency_rounds(&self) -> usize {
+        30
+    }
+}
+
+fn start_server() -> RedisServer {
+    RedisServer::start().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn start_cluster() -> RedisCluster {
+    RedisCluster::start().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn rotator(store: &RedisStore) -> Rotator {
+    let config = RotatorConfig::builder()
+        .family_lifetime(Duration::from_secs(10_000))
+        .idle_ttl(Duration::from_secs(1_000))
+        .max_access_token_lifetime(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    Rotator::new(Arc::new(store.clone()), conformance::test_pepper(), config)
+}
+
+// ---- the conformance suite --------------------------------------------------------------
+
+/// Every check of `token_refresh::conformance` (including 64 concurrent rotations of one token
+/// over 30 rounds, and 64 concurrent grace retries) on a standalone server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_standalone() {
+    let server = start_server();
+    conformance::run_all(&RedisHarness::new(server.url())).await;
+}
+
+/// The suite once more over RESP2 (`resp3(false)`, for servers older than 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_standalone_resp2() {
+    let server = start_server();
+    let h = RedisHarness {
+        url: server.url(),
+        resp3: false,
+    };
+    conformance::run_all(&h).await;
+}
+
+/// And through Sentinel (`redis-sentinel://...?sentinelServiceName=mymaster`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_sentinel() {
+    let sentinel = RedisSentinel::start().unwrap_or_else(|e| panic!("{e}"));
+    let h = RedisHarness::new(sentinel.url());
+    conformance::run_all(&h).await;
+    let store = connect(config(&sentinel.url(), "s:")).await;
+    assert_eq!(store.deployment(), token_store_redis::Deployment::Sentinel);
+}
+
+/// The same suite on a 3-master Redis Cluster: every script runs on one slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_cluster() {
+    let cluster = start_cluster();
+    conformance::run_all(&RedisHarness::new(cluster.url())).await;
+}
+
+// ---- round trips and key hygiene --------------------------------------------------------
+
+/// Calls per command name, from `INFO commandstats`.
+fn command_calls(server: &RedisServer) -> std::collections::HashMap<String, i64> {
+    let text = server
+        .command(&["INFO", "commandstats"])
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A rotation is exactly one Redis command (one `EVALSHA`), reuse detection included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_round_trip_per_rotation() {
+    let server = start_server();
+    let store = connect(config(&server.url(), &fresh_prefix())).await;
+    let r = rotator(&store);
+    let (first, _) = r.issue("alice", "app", &[], None, T0).await.unwrap();
+    let mut token = first.clone();
+    // Warm up (scripts are loaded at connect; nothing else is sent lazily).
+    token = r
+        .refresh(token.as_str(), None, None, T0 + 1)
+        .await
+        .unwrap()
+        .token;
+
+    const N: i64 = 50;
+    let before = command_calls(&server);
+    for i in 0..N {
+        token = r
+            .refresh(token.as_str(), None, None, T0 + 2 + i)
+            .await
+            .unwrap()
+            .token;
+    }
+    // Reuse: detect, revoke, list and publish, still one command.
+    assert!(matches!(
+        r.refresh(first.as_str(), None, None, T0 + 100).await,
+        Err(Error::ReuseDetected)
+    ));
+    let after = command_calls(&server);
+    let mut delta: Vec<(String, i64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, d)| *d != 0)
+        // The subscriber connection may resubscribe at any time (after a reconnect); it is
+        // not part of a rotation.
+        .filter(|(k, _)| k != "subscribe")
+        .collect();
+    delta.sort();
+    // The client sent one EVALSHA per refresh and nothing else (besides this test's INFO);
+    // the GETs, SETs and the PUBLISH are the scripts' own `redis.call`s.
+    let expected: Vec<(String, i64)> = vec![
+        ("evalsha".into(), N + 1),
+        ("get".into(), N + 1),
+        ("info".into(), 1),
+        ("publish".into(), 1),
+        ("set".into(), N + 2),
+    ];
+    assert_eq!(delta, expected);
+}
+
+/// Every key the store writes has a TTL, and the family's keys share a hash tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_expires() {
+    let server = start_server();
+    let prefix = fresh_prefix();
+    let store = connect(config(&server.url(), &prefix)).await;
+    let r = rotator(&store);
+    let (t0, f) = r.issue("alice", "app", &[], None, T0).await.unwrap();
+    let t1 = r
+        .refresh(t0.as_str(), None, None, T0 + 1)
+        .await
+        .unwrap()
+        .token;
+    let _ = r.refresh(t0.as_str(), None, None, T0 + 2).await; // reuse: revoked and listed
+    let (_, g) = r.issue("bob", "app", &[], None, T0).await.unwrap();
+    r.revoke_subject("bob", T0 + 3).await.unwrap();
+    assert!(
+        store
+            .insert_if_absent(&ReplayKey::new("jkt", "jti"), T0 + 60, T0)
+            .await
+            .unwrap()
+    );
+    drop(t1);
+
+    let Reply::Array(Some(keys)) = server.command(&["KEYS", &format!("{prefix}*")]).unwrap() else {
+        panic!("KEYS")
+    };
+    let keys: Vec<String> = keys.iter().map(|k| k.text().unwrap()).collect();
+    for expected in [
+        format!("{prefix}f:{{{}}}", f.id),
+        format!("{prefix}r:{{{}}}", f.id),
+        format!("{prefix}f:{{{}}}", g.id),
+        format!("{prefix}r:{{{}}}", g.id),
+        format!("{prefix}s:alice"),
+        format!("{prefix}s:bob"),
+    ] {
+        assert!(keys.contains(&expected), "{expected} not in {keys:?}");
+    }
+    assert_eq!(keys.len(), 7, "{keys:?}");
+    for key in &keys {
+        let ttl = server.command(&["PTTL", key]).unwrap().int().unwrap();
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+    // Revocation entries live for the access-token lifetime (300 s) plus the margin (60 s).
+    let ttl = server
+        .command(&["PTTL", &format!("{prefix}r:{{{}}}", f.id)])
+        .unwrap()
+        .int()
+        .unwrap();
+    assert!((350_000..=360_000).contains(&ttl), "{ttl}");
+    // The replay entry lives exactly expires_at - now.
+    let replay = keys.iter().find(|k| k.contains(":dpop:")).unwrap();
+    let ttl = server.command(&["PTTL", replay]).unwrap().int().unwrap();
+    assert!((55_000..=60_000).contains(&ttl), "{ttl}");
+}
+
+// ---- DPoP replay cache ------------------------------------------------------------------
+
+async fn replay_checks(url: String) {
+    let store = Arc::new(connect(config(&url, &fresh_prefix())).await);
+    let key = ReplayKey::new("thumbprint", "jti-1");
+    assert!(store.insert_if_absent(&key, T0 + 60, T0).await.unwrap());
+    assert!(!store.insert_if_absent(&key, T0 + 60, T0 + 1).await.unwrap());
+    assert!(
+        store
+            .insert_if_absent(&ReplayKey::new("thumbprint", "jti-2"), T0 + 60, T0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.name(), "redis");
+
+    // 64 concurrent copies of one proof, many rounds: exactly one first use each time.
+    for round in 0..10 {
+        let key = ReplayKey::new("thumbprint", &format!("race-{round}"));
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.insert_if_absent(&key, T0 + 60, T0).await.unwrap()
+            }));
+        }
+        let mut wins = 0;
+        for t in tasks {
+            wins += usize::from(t.await.unwrap());
+        }
+        assert_eq!(wins, 1, "round {round}");
+    }
+
+    // Entries expire after `expires_at - now` seconds.
+    let short = ReplayKey::new("thumbprint", "short");
+    assert!(store.insert_if_absent(&short, T0 + 1, T0).await.unwrap());
+    assert!(!store.insert_if_absent(&short, T0 + 1, T0).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert!(
+        store
+            .insert_if_absent(&short, T0 + 2, T0 + 1)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_cache_standalone() {
+    let server = start_server();
+    replay_checks(server.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_cache_cluster() {
+    let cluster = start_cluster();
+    replay_checks(cluster.url()).await;
+}
+
+// ---- faults -----------------------------------------------------------------------------
+
+fn is_store_error(e: &Error) -> bool {
+    matches!(e, Error::Store { .. }) && e.oauth_error().as_str() == "temporarily_unavailable"
+}
+
+/// Runs every kind of operation; each must fail closed with a store error within `limit`.
+async fn all_fail_closed(
+    store: &RedisStore,
+    r: &Rotator,
+    token: &str,
+    id: FamilyId,
+    limit: Duration,
+) {
+    macro_rules! fails {
+        ($what:expr, $op:expr) => {{
+            let started = Instant::now();
+            let result = $op.await;
+            let took = started.elapsed();
+            match result {
+                Err(e) => assert!(is_store_error(&e), "{}: {e:?}", $what),
+                Ok(v) => panic!("{} succeeded while Redis is unavailable: {v:?}", $what),
+            }
+            assert!(took <= limit, "{} took {took:?}", $what);
+        }};
+    }
+    let req = RevokeRequest {
+        reason: RevocationReason::FamilyRevoked,
+        now: T0 + 5,
+        revocation_ttl: 300,
+    };
+    fails!("issue", r.issue("carol", "app", &[], None, T0 + 5));
+    fails!("refresh", r.refresh(token, None, None, T0 + 5));
+    fails!("revoke_token", r.revoke_token(token, T0 + 5));
+    fails!("revoke_family", store.revoke_family(&id, None, &req));
+    fails!("revoke_subject", r.revoke_subject("alice", T0 + 5));
+    fails!("families_of", store.families_of("alice"));
+    fails!("get", store.get(&id));
+    fails!("is_revoked", store.is_revoked(&id, T0 + 5));
+    fails!("revoked", store.revoked(T0 + 5));
+    let started = Instant::now();
+    match store
+        .insert_if_absent(&ReplayKey::new("k", "j"), T0 + 60, T0)
+        .await
+    {
+        Err(ReplayError::Unavailable(_)) => {}
+        other => panic!("replay cache while Redis is unavailable: {other:?}"),
+    }
+    assert!(started.elapsed() <= limit);
+}
+
+/// The server is killed mid-run: every operation fails closed (a store error, within about
+/// the command timeout), none succeeds; the server comes back on the same port: the same
+/// store recovers without being recreated, and its subscriber resubscribes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_then_restarted() {
+    let mut server = start_server();
+    let timeout = Duration::from_millis(500);
+    let store = connect(config(&server.url(), &fresh_prefix()).command_timeout(timeout)).await;
+    let r = rotator(&store);
+    let mut sub = store.subscribe();
+    let (t0, f) = r.issue("alice", "app", &[], None, T0).await.unwrap();
+    let t1 = r
+        .refresh(t0.as_str(), None, None, T0 + 1)
+        .await
+        .unwrap()
+        .token;
+
+    // Operations in flight when the server dies fail too.
+    let inflight = {
+        let r = Arc::new(rotator(&store));
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let r = r.clone();
+            tasks.push(tokio::spawn(async move {
+                r.issue("dave", "app", &[], None, T0 + i).await.map(|_| ())
+            }));
+        }
+        tasks
+    };
+    server.stop();
+    for t in inflight {
+        // Either it completed before the kill or it failed closed; nothing else.
+        if let Err(e) = t.await.unwrap() {
+            assert!(is_store_error(&e), "{e:?}");
+        }
+    }
+    all_fail_closed(
+        &store,
+        &r,
+        t1.as_str(),
+        f.id,
+        timeout * 3 + Duration::from_millis(500),
+    )
+    .await;
+    all_fail_closed(
+        &store,
+        &r,
+        t1.as_str(),
+        f.id,
+        timeout * 3 + Duration::from_millis(500),
+    )
+    .await;
+
+    server.restart().unwrap();
+    // The same store reconnects by itself (data is gone: the fixture keeps none).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (u0, g) = loop {
+        match r.issue("erin", "app", &[], None, T0 + 10).await {
+            Ok(v) => break v,
+            Err(e) => {
+                assert!(is_store_error(&e), "{e:?}");
+                assert!(Instant::now() < deadline, "no recovery: {e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let u1 = r
+        .refresh(u0.as_str(), None, None, T0 + 11)
+        .await
+        .unwrap()
+        .token;
+    assert!(matches!(
+        r.refresh(u0.as_str(), None, None, T0 + 12).await,
+        Err(Error::ReuseDetected)
+    ));
+    assert!(matches!(
+        r.refresh(u1.as_str(), None, None, T0 + 13).await,
+        Err(Error::Revoked)
+    ));
+    assert!(store.is_revoked(&g.id, T0 + 13).await.unwrap());
+    // The subscriber is back too: the reuse reached it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sub.try_recv() {
+            Ok(Some(e)) if e.family_id == g.id => break,
+            Ok(_) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        assert!(Instant::now() < deadline, "no event after restart");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(store.subscriber_resyncs() >= 1);
+}
+
+/// A server that stops answering (paused) makes operations fail with a store error after
+/// the command timeout; they work again once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_server_times_out() {
+    let server = start_server();
+    let timeout = Duration::from_millis(300);
+    let store = connect(config(&server.url(), &fresh_prefix()).command_timeout(timeout)).await;
+    let r = rotator(&store);
+    let (t0, f) = r.issue("alice", "app", &[], None, T0).await.unwrap();
+    let t1 = r
+        .refresh(t0.as_str(), None, None, T0 + 1)
+        .await
+        .unwrap()
+        .token;
+    let pause = Duration::from_secs(6);
+    let paused_at = Instant::now();
+    assert_eq!(
+        server
+            .command(&["CLIENT", "PAUSE", &pause.as_millis().to_string(), "ALL"])
+            .unwrap(),
+        Reply::Simple("OK".into())
+    );
+    all_fail_closed(
+        &store,
+        &r,
+        t1.as_str(),
+        f.id,
+        timeout * 3 + Duration::from_millis(300),
+    )
+    .await;
+    assert!(
+        paused_at.elapsed() < pause,
+        "the checks outlasted the pause"
+    );
+    tokio::time::sleep(pause.saturating_sub(paused_at.elapsed()) + Duration::from_millis(100))
+        .await;
+    // The token presented during the stall may or may not have rotated (the contract of an
+    // error); a fresh family works normally.
+    let (u0, _) = r.issue("alice", "app", &[], None, T0 + 2).await.unwrap();
+    r.refresh(u0.as_str(), None, None, T0 + 3).await.unwrap();
+}
+
+/// The pub/sub connection is cut and a revocation is made (by another instance) while it is
+/// down: the subscriber reconnects, resubscribes, re-reads the list, and delivers it.
+async fn pubsub_cut(url: String, kill: impl Fn() -> i64) {
+    let prefix = fresh_prefix();
+    // Slow reconnects, so the revocation below surely happens while the subscriber is down.
+    let listener = connect(
+        config(&url, &prefix).reconnect(ReconnectPolicy::constant(Duration::from_millis(700))),
+    )
+    .await;
+    let other = connect(config(&url, &prefix)).await;
+    let r = rotator(&other);
+    let mut sub = listener.subscribe();
+    let (_, before) = r.issue("alice", "app", &[], None, T0).await.unwrap();
+    let (_, during) = r.issue("alice", "app", &[], None, T0).await.unwrap();
+    let (_, after) = r.issue("alice", "app", &[], None, T0).await.unwrap();
+
+    // Connected: the event comes by pub/sub.
+    r.revoke_family(&before.id, T0 + 1).await.unwrap();
+    wait_for_event(&mut sub, before.id).await;
+    let resyncs = listener.subscriber_resyncs();
+
+    assert!(kill() >= 1, "no pub/sub connection was cut");
+    r.revoke_family(&during.id, T0 + 2).await.unwrap();
+    wait_for_event(&mut sub, during.id).await;
+    assert!(
+        listener.subscriber_resyncs() > resyncs,
+        "delivered without a re-read"
+    );
+    // And the subscription itself is live again.
+    r.revoke_family(&after.id, T0 + 3).await.unwrap();
+    wait_for_event(&mut sub, after.id).await;
+}
+
+async fn wait_for_event(sub: &mut token_refresh::RevocationSubscription, id: FamilyId) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sub.try_recv() {
+            Ok(Some(e)) if e.family_id == id => return,
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                assert!(Instant::now() < deadline, "event for {id:?} never arrived");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_cut_standalone() {
+    let server = start_server();
+    pubsub_cut(server.url(), || server.kill_pubsub_clients().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_cut_cluster() {
+    let cluster = start_cluster();
+    pubsub_cut(cluster.url(), || cluster.kill_pubsub_clients().unwrap()).await;
+}
+
+/// `connect` returns only once the server has confirmed the subscription: a revocation made
+/// by another instance right afterwards always reaches the new store (the client library
+/// resolves `SUBSCRIBE` before Redis has processed it; the store waits for a probe message).
+async fn events_right_after_connect(url: String) {
+    let prefix = fresh_prefix();
+    let other = connect(config(&url, &prefix)).await;
+    let r = rotator(&other);
+    for round in 0..20 {
+        let (_, f) = r.issue("alice", "app", &[], None, T0).await.unwrap();
+        let fresh = connect(config(&url, &prefix)).await;
+        let mut sub = fresh.subscribe();
+        r.revoke_family(&f.id, T0 + 1).await.unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: no event"))
+            .unwrap();
+        assert_eq!(event.family_id, f.id);
+        // Delivered once, even if a (cluster) reconnect notification made it re-read the list.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(sub.try_recv().unwrap().is_none(), "round {round}: repeated");
+        fresh.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_right_after_connect_standalone() {
+    let server = start_server();
+    events_right_after_connect(server.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_right_after_connect_cluster() {
+    let cluster = start_cluster();
+    events_right_after_connect(cluster.url()).await;
+}
+
+/// Garbage where a family or a revocation entry should be: operations fail closed (a store
+/// error), never an `Ok` made up from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unexpected_data_fails_closed() {
+    let server = start_server();
+    let prefix = fresh_prefix();
+    let store = connect(config(&server.url(), &prefix)).await;
+    let r = rotator(&store);
+    let (t0, f) = r.issue("alice", "app", &[], None, T0).await.unwrap();
+    let family_key = format!("{prefix}f:{{{}}}", f.id);
+    for garbage in ["not json", "{}", "[1,2,3]", r#"{"id":"x"}"#] {
+        server.command(&["SET", &family_key, garbage]).unwrap();
+        let e = r
+            .refresh(t0.as_str(), None, None, T0 + 1)
+            .await
+            .unwrap_err();
+        assert!(is_store_error(&e), "{garbage}: {e:?}");
+        let e = store.get(&f.id).await.unwrap_err();
+        assert!(is_store_error(&e), "{garbage}: {e:?}");
+        let e = r.revoke_family(&f.id, T0 + 1).await.unwrap_err();
+        assert!(is_store_error(&e), "{garbage}: {e:?}");
+    }
+    // A family document of another family.
+    let (_, g) = r.issue("alice", "app", &[], None, T0).await.unwrap();
+    let other = server
+        .command(&["GET", &format!("{prefix}f:{{{}}}", g.id)])
+        .unwrap()
+        .text()
+        .unwrap();
+    server.command(&["SET", &family_key, &other]).unwrap();
+    assert!(is_store_error(&store.get(&f.id).await.unwrap_err()));
+
+    let rev_key = format!("{prefix}r:{{{}}}", f.id);
+    server
+        .command(&["SET", &rev_key, "garbage", "EX", "100"])
+        .unwrap();
+    assert!(is_store_error(
+        &store.is_revoked(&f.id, T0).await.unwrap_err()
+    ));
+    assert!(is_store_error(&store.revoked(T0).await.unwrap_err()));
+    server
+        .command(&["ZADD", &format!("{prefix}s:alice"), "1", "not-an-id"])
+        .unwrap();
+    assert!(is_store_error(
+        &store.families_of("alice").await.unwrap_err()
+    ));
+}
+
+/// A token that names a real family but matches none of its hashes changes nothing (the
+/// conformance suite checks it through the `Rotator`; this checks the stored bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_token_leaves_family_untouched() {
+    let server = start_server();
+    let prefix = fresh_prefix();
+    let store = connect(config(&server.url(), &prefix)).await;
+    let r = rotator(&store);
+    let (t0, f) = r.issue("alice", "app", &[], None, T0).await.unwrap();
+    let t1 = r
+        .refresh(t0.as_str(), None, None, T0 + 1)
+        .await
+        .unwrap()
+        .token;
+    let key = format!("{prefix}f:{{{}}}", f.id);
+    let stored = server.command(&["GET", &key]).unwrap();
+    let pepper = Pepper::new(*b"another-pepper-another-pepper-32").unwrap();
+    for _ in 0..5 {
+        let forged = token_refresh::RefreshToken::generate(f.id).unwrap();
+        assert!(matches!(
+            r.refresh(forged.as_str(), None, None, T0 + 2).await,
+            Err(Error::ForgedToken)
+        ));
+        assert_eq!(
+            r.revoke_token(forged.as_str(), T0 + 2).await.unwrap(),
+            RevokeOutcome::Forged
+        );
+        // The real token under the wrong pepper is forged too.
+        let wrong = Rotator::new(Arc::new(store.clone()), pepper.clone(), r.config().clone());
+        assert!(matches!(
+            wrong.refresh(t1.as_str(), None, None, T0 + 2).await,
+            Err(Error::ForgedToken)
+        ));
+    }
+    assert_eq!(server.command(&["GET", &key]).unwrap(), stored);
+    assert!(!store.is_revoked(&f.id, T0 + 2).await.unwrap());
+    r.refresh(t1.as_str(), None, None, T0 + 3).await.unwrap();
+}
+
+/// Connection failures are reported at connect time, and never show the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_errors_hide_the_password() {
+    let server = start_server();
+    // Nothing listens on the port of a stopped server (kept reserved while it exists).
+    let mut stopped = start_server();
+    stopped.stop();
+    let closed = stopped.port();
+    let started = Instant::now();
+    let e = RedisStore::connect(
+        RedisConfig::builder(format!("redis://:hunter2-secret@127.0.0.1:{closed}"))
+            .reconnect(ReconnectPolicy::never())
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(6));
+    let shown = format!("{e} {e:?} {:?}", std::error::Error::source(&e));
+    assert!(!shown.contains("hunter2-secret"), "{shown}");
+
+    // Wrong credentials: refused at connect time, password not shown.
+    let e = RedisStore::connect(
+        RedisConfig::builder(format!(
+            "redis://user:hunter2-secret@127.0.0.1:{}",
+            server.port()
+        ))
+        .build()
+        .unwrap(),
+    )
+    .await
+    .unwrap_err();
+    let shown = format!("{e} {e:?} {:?}", std::error::Error::source(&e));
+    assert!(!shown.contains("hunter2-secret"), "{shown}");
+
+    let store = connect(config(&server.url(), "x:")).await;
+    assert!(store.is_connected());
+    assert!(!format!("{store:?}").contains("hunter2"));
+    store.close().await;
+}
