@@ -1193,3 +1193,91 @@ async fn oversized_requests_are_refused() {
     assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
     h.server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn health_service_answers_without_credentials() {
+    let h = harness(&[]).await;
+    let channel = Channel::from_shared(format!("http://{}", h.server.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "token.v1.TokenService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    h.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn per_caller_concurrency_is_limited() {
+    // Redis paused: the first request waits on its store call (up to the command timeout)
+    // while holding the caller's only permit; a second request is refused at once.
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let h = harness(&[
+        ("REDIS_URL", &url),
+        ("REFRESH_TOKEN_PEPPER", PEPPER),
+        ("REDIS_COMMAND_TIMEOUT_MS", "3000"),
+        ("MAX_CONCURRENT_PER_CALLER", "1"),
+    ])
+    .await;
+    redis.command(&["CLIENT", "PAUSE", "1500", "ALL"]).unwrap();
+    let mut slow_client = h.client.clone();
+    let slow =
+        tokio::spawn(async move { slow_client.generate_tokens(authed(generate("slow"))).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut fast_client = h.client.clone();
+    let started = std::time::Instant::now();
+    let e = fast_client
+        .generate_tokens(authed(generate("fast")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    // The first one completes once Redis answers again, and the permit is released.
+    assert!(slow.await.unwrap().is_ok());
+    assert!(
+        fast_client
+            .generate_tokens(authed(generate("fast")))
+            .await
+            .is_ok()
+    );
+    h.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let h = harness(&[
+        ("REDIS_URL", &url),
+        ("REFRESH_TOKEN_PEPPER", PEPPER),
+        ("REDIS_COMMAND_TIMEOUT_MS", "3000"),
+    ])
+    .await;
+    let addr = h.server.grpc_addr;
+    redis.command(&["CLIENT", "PAUSE", "1000", "ALL"]).unwrap();
+    let mut client = h.client.clone();
+    let in_flight =
+        tokio::spawn(async move { client.generate_tokens(authed(generate("drain"))).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.server.shutdown().await.unwrap();
+    // The request that was in flight finished normally ...
+    assert!(in_flight.await.unwrap().is_ok());
+    // ... and the port no longer accepts connections.
+    assert!(
+        TokenServiceClient::connect(format!("http://{addr}"))
+            .await
+            .is_err()
+    );
+}
