@@ -143,54 +143,61 @@ impl CustomClaims {
 }
 
 /// The claims of a JWT access token. Numeric dates are integer seconds since the epoch.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Claims {
     /// Issuer.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     /// Subject.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
     /// Audience.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub aud: Option<Audience>,
     /// Expiration time.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub exp: Option<i64>,
     /// Not before.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
     /// Issued at.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
     /// JWT id.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
     /// OAuth client (RFC 9068).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     /// Space-separated scopes (RFC 9068, RFC 8693).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     /// Time of the end-user authentication (RFC 9068).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<i64>,
     /// Authentication context class reference.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub acr: Option<String>,
     /// Authentication methods references.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub amr: Option<Vec<String>>,
     /// Confirmation (key binding).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
     /// Session id; this service puts the refresh-token family id here.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
     /// Every other claim.
-    #[serde(flatten)]
     pub custom: CustomClaims,
+}
+
+impl Serialize for Claims {
+    /// Registered claims in a fixed order, absent ones left out, then the custom claims.
+    /// Written by hand rather than with `#[serde(flatten)]`, which buffers every value: this is
+    /// on the minting hot path.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        macro_rules! opt {
+            ($($name:ident),*) => {$(
+                if let Some(v) = &self.$name {
+                    m.serialize_entry(stringify!($name), v)?;
+                }
+            )*};
+        }
+        opt!(iss, sub, aud, exp, nbf, iat, jti, client_id, scope, auth_time, acr, amr, cnf, sid);
+        for (k, v) in &self.custom.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
 }
 
 impl Claims {
