@@ -192,7 +192,9 @@ impl Serialize for Claims {
                 }
             )*};
         }
-        opt!(iss, sub, aud, exp, nbf, iat, jti, client_id, scope, auth_time, acr, amr, cnf, sid);
+        opt!(
+            iss, sub, aud, exp, nbf, iat, jti, client_id, scope, auth_time, acr, amr, cnf, sid
+        );
         for (k, v) in &self.custom.0 {
             m.serialize_entry(k, v)?;
         }

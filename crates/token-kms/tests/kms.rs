@@ -19,13 +19,10 @@
 )]
 
 use std::io::Write as _;
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
 use token_jwt::{
     AccessTokenBuilder, Algorithm, AsyncJwsSigner, JwkSet, JwsEncoder, KeySet, Policy,
@@ -39,129 +36,7 @@ use token_kms::{
 const ISSUER: &str = "https://issuer.example";
 const AUDIENCE: &str = "https://api.example";
 
-// ---- fixture: a moto server ------------------------------------------------------------------
-
-fn venv() -> PathBuf {
-    let venv = std::env::var_os("TOKEN_SERVICE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            // `cargo test` run by hand: the venv `cargo xtask ci` made in the default target dir.
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/venv")
-        });
-    let moto = venv.join("bin/moto_server");
-    assert!(
-        moto.exists(),
-        "the KMS tests need moto_server, not found at {}.\n\
-         Run `cargo xtask ci` once (it creates <target>/venv and sets TOKEN_SERVICE_VENV), or:\n  \
-         python3 -m venv target/venv && target/venv/bin/pip install 'moto[server]==5.2.5' \
-         'PyJWT[crypto]==2.15.1'\n  export TOKEN_SERVICE_VENV=$PWD/target/venv",
-        moto.display()
-    );
-    venv
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `moto_server` process on 127.0.0.1, killed on drop.
-struct Moto {
-    child: Option<Child>,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        Moto::start_on(free_port())
-    }
-
-    fn start_on(port: u16) -> Moto {
-        let log = std::env::temp_dir().join(format!("token-kms-moto-{port}.log"));
-        let child = Command::new(venv().join("bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start moto_server");
-        let mut moto = Moto {
-            child: Some(child),
-            port,
-            log,
-        };
-        moto.wait_ready();
-        moto
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "moto_server exited ({status}) on port {}: {}",
-                    self.port,
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "moto_server did not listen on port {} within 60 s",
-            self.port
-        );
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the process (SIGKILL), as a crashed KMS endpoint.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// An SDK client for the test's own set-up calls (creating keys), separate from the library's.
-fn admin(url: &str) -> aws_sdk_kms::Client {
-    let conf = aws_sdk_kms::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .endpoint_url(url)
-        .build();
-    aws_sdk_kms::Client::from_conf(conf)
-}
-
-async fn create_key(admin: &aws_sdk_kms::Client, spec: KeySpec, usage: KeyUsageType) -> String {
-    admin
-        .create_key()
-        .key_spec(spec)
-        .key_usage(usage)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .key_id()
-        .to_owned()
-}
+use token_kms::testing::{Moto, admin, create_key, venv};
 
 /// The library's client: dummy credentials and region in the SDK config (not the process
 /// environment), short timeouts, and a breaker that opens after 3 failures for 2 s.
@@ -607,7 +482,7 @@ async fn sign_until_open(signer: &KmsSigner) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_killed_mid_run_fails_fast_then_probes_the_new_kms() {
     let mut moto = Moto::start();
-    let port = moto.port;
+    let port = moto.port();
     let key = create_key(
         &admin(&moto.url()),
         KeySpec::EccNistP256,
@@ -718,7 +593,7 @@ async fn breaker_recovers_when_the_network_path_to_kms_returns() {
         KeyUsageType::SignVerify,
     )
     .await;
-    let path = Path::open(0, moto.port).await;
+    let path = Path::open(0, moto.port()).await;
     let port = path.port;
     let client = client(&format!("http://127.0.0.1:{port}")).await;
     let signer = KmsSigner::connect(&client, &key).await.unwrap();
@@ -737,7 +612,7 @@ async fn breaker_recovers_when_the_network_path_to_kms_returns() {
     assert_eq!(signer.breaker_state(), BreakerState::Open);
 
     // Restored before the cool-down ends: still failing fast until then (no call made).
-    let path = Path::open(port, moto.port).await;
+    let path = Path::open(port, moto.port()).await;
     let err = mint(&signer, "early", now).await.unwrap_err();
     assert!(matches!(kms_error(&err), Error::CircuitOpen { .. }));
 

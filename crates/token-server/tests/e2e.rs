@@ -1281,3 +1281,66 @@ async fn shutdown_drains_in_flight_requests() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn the_binary_signs_with_a_kms_key_and_fails_closed_when_kms_is_down() {
+    let mut moto = token_kms::testing::Moto::start();
+    let key_id = token_kms::testing::create_p256_signing_key(&moto.url()).await;
+    let (port, admin) = (free_port(), free_port());
+    let digest: String = CallerAuth::digest(CALLER)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-service"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("ADMIN_PORT", admin.to_string())
+        .env("CALLER_TOKEN_SHA256", &digest)
+        .env("KMS_KEY_ID", &key_id)
+        .env("KMS_ENDPOINT_URL", moto.url())
+        // The emulator's dummy credentials, through the standard AWS chain.
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut client = None;
+    for _ in 0..200 {
+        if let Ok(c) = TokenServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut client = client.expect("the server came up with a KMS key");
+    let keys = verifier(&mut client).await;
+    let tokens = client
+        .generate_tokens(authed(generate("kms")))
+        .await
+        .unwrap()
+        .into_inner();
+    let verified = Policy::default()
+        .verify(&tokens.access_token, &keys, now())
+        .unwrap();
+    assert_eq!(verified.algorithm(), Algorithm::ES256);
+
+    // KMS gone: UNAVAILABLE, and no token handed out.
+    moto.kill();
+    let started = std::time::Instant::now();
+    let e = client
+        .generate_tokens(authed(generate("kms")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), oauth_error(&e)),
+        (Code::Unavailable, "temporarily_unavailable"),
+        "{e:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    drop(child);
+}
