@@ -151,3 +151,14 @@ pub async fn create_key(admin: &aws_sdk_kms::Client, spec: KeySpec, usage: KeyUs
 pub async fn create_p256_signing_key(url: &str) -> String {
     create_key(&admin(url), KeySpec::EccNistP256, KeyUsageType::SignVerify).await
 }
+
+/// Creates a symmetric `ENCRYPT_DECRYPT` key (a wrapping key for envelope mode) in the emulator
+/// at `url` and returns its id.
+pub async fn create_wrapping_key(url: &str) -> String {
+    create_key(
+        &admin(url),
+        KeySpec::SymmetricDefault,
+        KeyUsageType::EncryptDecrypt,
+    )
+    .await
+}

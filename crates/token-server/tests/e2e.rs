@@ -1291,19 +1291,14 @@ async fn the_binary_signs_with_a_kms_key_and_fails_closed_when_kms_is_down() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-service"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-service"));
+    kms_env(&mut cmd, &moto.url());
+    let child = cmd
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
         .env("ADMIN_PORT", admin.to_string())
         .env("CALLER_TOKEN_SHA256", &digest)
         .env("KMS_KEY_ID", &key_id)
-        .env("KMS_ENDPOINT_URL", moto.url())
-        // The emulator's dummy credentials, through the standard AWS chain.
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -1343,4 +1338,78 @@ async fn the_binary_signs_with_a_kms_key_and_fails_closed_when_kms_is_down() {
     );
     assert!(started.elapsed() < Duration::from_secs(30));
     drop(child);
+}
+
+fn kms_env(cmd: &mut tokio::process::Command, moto_url: &str) {
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KMS_ENDPOINT_URL", moto_url)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test");
+}
+
+#[tokio::test]
+async fn keys_wrap_then_serve_with_the_wrapped_key() {
+    let moto = token_kms::testing::Moto::start();
+    let wrapping = token_kms::testing::create_wrapping_key(&moto.url()).await;
+    let mut wrap = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-service"));
+    kms_env(&mut wrap, &moto.url());
+    let out = wrap
+        .args(["keys", "wrap", "--kms-key-id", &wrapping, "--alg", "EdDSA"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blob = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        blob.contains("\"ciphertext\"") && blob.contains("\"alg\":\"EdDSA\""),
+        "{blob}"
+    );
+    let blob_file =
+        std::env::temp_dir().join(format!("token-server-wrapped-{}.json", std::process::id()));
+    std::fs::write(&blob_file, &blob).unwrap();
+
+    let (port, admin) = (free_port(), free_port());
+    let digest: String = CallerAuth::digest(CALLER)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-service"));
+    kms_env(&mut serve, &moto.url());
+    let _child = serve
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("ADMIN_PORT", admin.to_string())
+        .env("CALLER_TOKEN_SHA256", &digest)
+        .env("SIGNING_KEY_FILE", &blob_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut client = None;
+    for _ in 0..200 {
+        if let Ok(c) = TokenServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut client = client.expect("the server came up with the wrapped key");
+    let keys = verifier(&mut client).await;
+    let tokens = client
+        .generate_tokens(authed(generate("wrapped")))
+        .await
+        .unwrap()
+        .into_inner();
+    let verified = Policy::default()
+        .verify(&tokens.access_token, &keys, now())
+        .unwrap();
+    assert_eq!(verified.algorithm(), Algorithm::EdDSA);
+    let _ = std::fs::remove_file(blob_file);
 }
