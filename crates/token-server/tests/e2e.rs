@@ -767,6 +767,17 @@ async fn admin_endpoints() {
 
 // ---- the binary, as a user runs it --------------------------------------------------------
 
+/// A client for a server process starting on `port` (polls for up to 10 s).
+async fn connect_when_up(port: u16, what: &str) -> TokenServiceClient<Channel> {
+    for _ in 0..200 {
+        if let Ok(c) = TokenServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: nothing listening on port {port} after 10 s");
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -790,15 +801,7 @@ async fn the_binary_starts_with_no_configuration_and_stops_on_sigterm() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut client = None;
-    for _ in 0..100 {
-        if let Ok(c) = TokenServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut client = client.expect("the server came up");
+    let mut client = connect_when_up(port, "the server came up").await;
     let jwks = client
         .get_jwks(GetJwksRequest {})
         .await
@@ -1304,15 +1307,7 @@ async fn the_binary_signs_with_a_kms_key_and_fails_closed_when_kms_is_down() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut client = None;
-    for _ in 0..200 {
-        if let Ok(c) = TokenServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut client = client.expect("the server came up with a KMS key");
+    let mut client = connect_when_up(port, "the server came up with a KMS key").await;
     let keys = verifier(&mut client).await;
     let tokens = client
         .generate_tokens(authed(generate("kms")))
@@ -1392,15 +1387,7 @@ async fn keys_wrap_then_serve_with_the_wrapped_key() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut client = None;
-    for _ in 0..200 {
-        if let Ok(c) = TokenServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut client = client.expect("the server came up with the wrapped key");
+    let mut client = connect_when_up(port, "the server came up with the wrapped key").await;
     let keys = verifier(&mut client).await;
     let tokens = client
         .generate_tokens(authed(generate("wrapped")))
