@@ -1289,25 +1289,8 @@ async fn shutdown_drains_in_flight_requests() {
 async fn the_binary_signs_with_a_kms_key_and_fails_closed_when_kms_is_down() {
     let mut moto = token_kms::testing::Moto::start();
     let key_id = token_kms::testing::create_p256_signing_key(&moto.url()).await;
-    let (port, admin) = (free_port(), free_port());
-    let digest: String = CallerAuth::digest(CALLER)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-service"));
-    kms_env(&mut cmd, &moto.url());
-    let child = cmd
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("ADMIN_PORT", admin.to_string())
-        .env("CALLER_TOKEN_SHA256", &digest)
-        .env("KMS_KEY_ID", &key_id)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut client = connect_when_up(port, "the server came up with a KMS key").await;
+    let (child, mut client) =
+        serve_with_kms(&moto.url(), &[("KMS_KEY_ID", &key_id)], "a KMS key").await;
     let keys = verifier(&mut client).await;
     let tokens = client
         .generate_tokens(authed(generate("kms")))
@@ -1344,6 +1327,34 @@ fn kms_env(cmd: &mut tokio::process::Command, moto_url: &str) {
         .env("AWS_SECRET_ACCESS_KEY", "test");
 }
 
+/// The binary with the emulator's KMS settings and `extra`, and a client for it.
+async fn serve_with_kms(
+    moto_url: &str,
+    extra: &[(&str, &str)],
+    what: &str,
+) -> (tokio::process::Child, TokenServiceClient<Channel>) {
+    let (port, admin) = (free_port(), free_port());
+    let digest: String = CallerAuth::digest(CALLER)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-service"));
+    kms_env(&mut cmd, moto_url);
+    let child = cmd
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("ADMIN_PORT", admin.to_string())
+        .env("CALLER_TOKEN_SHA256", &digest)
+        .envs(extra.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = connect_when_up(port, &format!("the server came up with {what}")).await;
+    (child, client)
+}
+
 #[tokio::test]
 async fn keys_wrap_then_serve_with_the_wrapped_key() {
     let moto = token_kms::testing::Moto::start();
@@ -1369,25 +1380,13 @@ async fn keys_wrap_then_serve_with_the_wrapped_key() {
         std::env::temp_dir().join(format!("token-server-wrapped-{}.json", std::process::id()));
     std::fs::write(&blob_file, &blob).unwrap();
 
-    let (port, admin) = (free_port(), free_port());
-    let digest: String = CallerAuth::digest(CALLER)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-service"));
-    kms_env(&mut serve, &moto.url());
-    let _child = serve
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("ADMIN_PORT", admin.to_string())
-        .env("CALLER_TOKEN_SHA256", &digest)
-        .env("SIGNING_KEY_FILE", &blob_file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut client = connect_when_up(port, "the server came up with the wrapped key").await;
+    let blob_path = blob_file.to_string_lossy().into_owned();
+    let (_child, mut client) = serve_with_kms(
+        &moto.url(),
+        &[("SIGNING_KEY_FILE", &blob_path)],
+        "the wrapped key",
+    )
+    .await;
     let keys = verifier(&mut client).await;
     let tokens = client
         .generate_tokens(authed(generate("wrapped")))
