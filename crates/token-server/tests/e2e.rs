@@ -25,6 +25,9 @@ use token_server::proto::{
     RevokeTokenRequest, ValidateDPoPRequest, revoke_token_request::Target,
 };
 use token_store_redis::testing::RedisServer;
+
+mod common;
+use common::{connect_when_up, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -766,25 +769,6 @@ async fn admin_endpoints() {
 }
 
 // ---- the binary, as a user runs it --------------------------------------------------------
-
-/// A client for a server process starting on `port` (polls for up to 10 s).
-async fn connect_when_up(port: u16, what: &str) -> TokenServiceClient<Channel> {
-    for _ in 0..200 {
-        if let Ok(c) = TokenServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: nothing listening on port {port} after 10 s");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test]
 async fn the_binary_starts_with_no_configuration_and_stops_on_sigterm() {

@@ -16,7 +16,6 @@ use std::time::Duration;
 use token_dpop::ProofBuilder;
 use token_jwt::{Algorithm, PrivateKey, RustCryptoProvider};
 use token_server::auth::CallerAuth;
-use token_server::proto::token_service_client::TokenServiceClient;
 use token_server::proto::{
     DPoPProof, GenerateTokensRequest, GetJwksRequest, IntrospectTokenRequest, RefreshTokensRequest,
     RevokeTokenRequest, ValidateDPoPRequest, revoke_token_request::Target,
@@ -24,16 +23,11 @@ use token_server::proto::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Request;
 
+mod common;
+use common::{connect_when_up, free_port};
+
 const CALLER: &str = "secret-caller-token-4f1c9a";
 const URI: &str = "https://as.example/token";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn authed<T>(msg: T) -> Request<T> {
     let mut r = Request::new(msg);
@@ -82,15 +76,7 @@ async fn no_token_proof_or_key_material_in_logs_or_metrics() {
         let _ = stderr.read_to_string(&mut s).await;
         s
     });
-    let mut client = None;
-    for _ in 0..200 {
-        if let Ok(c) = TokenServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut client = client.expect("server up");
+    let mut client = connect_when_up(port, "server up").await;
     let now = token_server::service::now();
     let proof_key = ProofBuilder::new(
         &PrivateKey::generate(Algorithm::EdDSA).unwrap(),
