@@ -34,8 +34,13 @@ pub const CALLER_REJECTED: &str = "token_service_caller_rejected_total";
 /// # Errors
 /// When the recorder cannot be built.
 pub fn install_recorder() -> Result<PrometheusHandle, String> {
-    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
-    if let Some(h) = HANDLE.get() {
+    // A mutex, not a `OnceLock` checked then set: two servers starting at once in one process
+    // would both try to install, and the second install fails.
+    static HANDLE: std::sync::Mutex<Option<PrometheusHandle>> = std::sync::Mutex::new(None);
+    let mut slot = HANDLE
+        .lock()
+        .map_err(|_| "metrics recorder lock poisoned".to_owned())?;
+    if let Some(h) = slot.as_ref() {
         return Ok(h.clone());
     }
     let buckets = [
@@ -54,5 +59,6 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    *slot = Some(handle.clone());
+    Ok(handle)
 }

@@ -1,0 +1,106 @@
+//! The raw primitives every figure of the service is compared with, measured in the same run
+//! on the same machine: an ES256 and an Ed25519 signature and verification with aws-lc-rs (the
+//! provider the server uses), and one Redis `PING` round trip.
+
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair,
+    Ed25519KeyPair, KeyPair, UnparsedPublicKey,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::resp::Connection;
+
+/// Median costs in microseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Primitives {
+    /// One ES256 signature.
+    pub es256_sign_us: f64,
+    /// One ES256 verification.
+    pub es256_verify_us: f64,
+    /// One Ed25519 signature.
+    pub ed25519_sign_us: f64,
+    /// One Ed25519 verification.
+    pub ed25519_verify_us: f64,
+    /// One Redis `PING` round trip on loopback (with `redis_url`).
+    pub redis_round_trip_us: Option<f64>,
+}
+
+/// A signing input the size of a typical access token's header and claims.
+const MESSAGE: &[u8] = &[b'e'; 420];
+
+/// Median per-call time of `f` over batches filling about `budget`.
+fn median_us(budget: Duration, mut f: impl FnMut() -> Result<(), Error>) -> Result<f64, Error> {
+    const BATCH: u32 = 64;
+    let mut batches = Vec::new();
+    let until = Instant::now() + budget;
+    while Instant::now() < until || batches.len() < 5 {
+        let start = Instant::now();
+        for _ in 0..BATCH {
+            f()?;
+        }
+        batches.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(BATCH));
+    }
+    batches.sort_by(f64::total_cmp);
+    Ok(batches.get(batches.len() / 2).copied().unwrap_or(f64::NAN))
+}
+
+fn crypto(e: impl std::fmt::Display) -> Error {
+    Error::Setup(format!("aws-lc-rs: {e}"))
+}
+
+/// Measures the primitives, about `budget` each.
+///
+/// # Errors
+/// [`Error::Setup`] if a key cannot be made, [`Error::Redis`] if Redis cannot be reached.
+pub async fn measure(budget: Duration, redis_url: Option<&str>) -> Result<Primitives, Error> {
+    let rng = SystemRandom::new();
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).map_err(crypto)?;
+    let ec = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+        .map_err(crypto)?;
+    let ec_sig = ec.sign(&rng, MESSAGE).map_err(crypto)?;
+    let ec_pub = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, ec.public_key().as_ref());
+    let ed = Ed25519KeyPair::generate().map_err(crypto)?;
+    let ed_sig = ed.sign(MESSAGE);
+    let ed_pub = UnparsedPublicKey::new(&ED25519, ed.public_key().as_ref());
+
+    let es256_sign_us = median_us(budget, || ec.sign(&rng, MESSAGE).map(drop).map_err(crypto))?;
+    let es256_verify_us = median_us(budget, || {
+        ec_pub.verify(MESSAGE, ec_sig.as_ref()).map_err(crypto)
+    })?;
+    let ed25519_sign_us = median_us(budget, || {
+        std::hint::black_box(ed.sign(MESSAGE));
+        Ok(())
+    })?;
+    let ed25519_verify_us = median_us(budget, || {
+        ed_pub.verify(MESSAGE, ed_sig.as_ref()).map_err(crypto)
+    })?;
+    let redis_round_trip_us = match redis_url {
+        Some(url) => Some(redis_ping_us(url, budget).await?),
+        None => None,
+    };
+    Ok(Primitives {
+        es256_sign_us,
+        es256_verify_us,
+        ed25519_sign_us,
+        ed25519_verify_us,
+        redis_round_trip_us,
+    })
+}
+
+async fn redis_ping_us(url: &str, budget: Duration) -> Result<f64, Error> {
+    let mut conn = Connection::open(url).await?;
+    let mut samples = Vec::new();
+    let until = Instant::now() + budget;
+    while Instant::now() < until || samples.len() < 100 {
+        let start = Instant::now();
+        conn.ping().await?;
+        samples.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN))
+}
