@@ -21,13 +21,16 @@ use tonic::Status;
 
 use crate::errors::with_oauth_error;
 
-/// Paths served without caller credentials.
-const PUBLIC_PATHS: [&str; 1] = ["/token.v1.TokenService/GetJWKS"];
-/// Service prefixes served without caller credentials (liveness and API discovery).
-const PUBLIC_PREFIXES: [&str; 3] = [
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1.ServerReflection/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
+/// The exact paths served without caller credentials: the public JWKS, liveness, and API
+/// discovery. Exact matches, never prefixes, so no path that merely starts like one of them
+/// (`/grpc.health.v1.Health/../token.v1.TokenService/…`) skips authentication, whatever a
+/// proxy in front might normalise.
+const PUBLIC_PATHS: [&str; 5] = [
+    "/token.v1.TokenService/GetJWKS",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
 /// Who the caller is, for the concurrency limit and for logs (never the token itself).
@@ -119,7 +122,7 @@ fn peer_certificate_digest<B>(req: &http::Request<B>) -> Option<[u8; 32]> {
 }
 
 fn is_public(path: &str) -> bool {
-    PUBLIC_PATHS.contains(&path) || PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p))
+    PUBLIC_PATHS.contains(&path)
 }
 
 /// The tower layer.
@@ -251,5 +254,9 @@ mod tests {
         assert!(!is_public(
             "/token.v1.TokenService/GetJWKS/../GenerateTokens"
         ));
+        assert!(!is_public(
+            "/grpc.health.v1.Health/../token.v1.TokenService/GenerateTokens"
+        ));
+        assert!(!is_public("/grpc.health.v1.Health/Unknown"));
     }
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use token_jwt::{AccessTokenBuilder, Claims, CustomClaims};
+use token_jwt::{AccessTokenBuilder, AsyncJwsSigner, Claims, CustomClaims, JwsEncoder};
 use token_refresh::{Family, FamilyId};
 use tonic::{Request, Response, Status};
 
@@ -28,6 +28,10 @@ const MAX_FIELD_BYTES: usize = 1024;
 const MAX_LIST: usize = 64;
 /// Largest `additional_claims_json`.
 const MAX_ADDITIONAL_CLAIMS_BYTES: usize = 8 * 1024;
+/// The `sid` of [`TokenServiceImpl::check_mintable`]'s dry run: as long as a family id.
+const SID_PLACEHOLDER: &str = "AAAAAAAAAAAAAAAAAAAAAA";
+/// RSA signatures have no fixed length: the dry run counts the largest modulus (8192 bits).
+const MAX_SIGNATURE_BYTES: usize = 1024;
 
 /// The service implementation.
 #[derive(Debug, Clone)]
@@ -87,6 +91,19 @@ fn check_text(name: &'static str, value: &str, required: bool) -> Result<(), Sta
     Ok(())
 }
 
+/// A request URI a DPoP proof is compared with. It is the caller's argument: a value that is
+/// not an absolute http(s) URI is refused here as `invalid_request`, rather than reaching the
+/// validator, whose `InvalidRequestUri` is a server-side error (`UNAVAILABLE`).
+fn check_uri(name: &'static str, value: &str) -> Result<(), Status> {
+    check_text(name, value, true)?;
+    if token_dpop::htu::normalize(value).is_none() {
+        return Err(invalid_request(format!(
+            "{name} is not an absolute http(s) URI"
+        )));
+    }
+    Ok(())
+}
+
 fn check_list(name: &'static str, values: &[String]) -> Result<(), Status> {
     if values.len() > MAX_LIST {
         return Err(invalid_request(format!("too many {name}")));
@@ -129,7 +146,7 @@ fn proof_parts(p: &DPoPProof) -> Result<(&str, &str, &str), Status> {
         return Err(invalid_request("dpop.proof is empty"));
     }
     check_text("dpop.http_method", &p.http_method, true)?;
-    check_text("dpop.http_uri", &p.http_uri, true)?;
+    check_uri("dpop.http_uri", &p.http_uri)?;
     Ok((&p.proof, &p.http_method, &p.http_uri))
 }
 
@@ -172,10 +189,7 @@ impl TokenServiceImpl {
             .build(now)
             .map_err(|_| Status::internal("could not build the token claims"))?;
         let start = Instant::now();
-        let (signer, encoder) = self.state.keys.active().map_err(|e| {
-            tracing::error!(error = %e, "no active signing key");
-            Status::unavailable("no active signing key")
-        })?;
+        let (signer, encoder) = self.active_key()?;
         let token = encoder
             .encode_async(&claims, &*signer)
             .await
@@ -187,10 +201,71 @@ impl TokenServiceImpl {
         Ok(token)
     }
 
+    fn active_key(&self) -> Result<(Arc<dyn AsyncJwsSigner>, Arc<JwsEncoder>), Status> {
+        self.state.keys.active().map_err(|e| {
+            tracing::error!(error = %e, "no active signing key");
+            Status::unavailable("no active signing key")
+        })
+    }
+
+    /// Refuses, before anything is stored, a grant whose access token this service's own
+    /// verifier would refuse (IntrospectToken, ValidateDPoP): larger than the policy's
+    /// `max_token_bytes`, or a payload beyond its JSON limits (custom claims and audiences
+    /// together can have more members than either alone). A dry run of [`Self::mint`] with a
+    /// placeholder `sid` of the same length.
+    fn check_mintable(&self, probe: AccessTokenBuilder, now: i64) -> Result<(), Status> {
+        let claims = probe
+            .session_id(SID_PLACEHOLDER)
+            .build(now)
+            .map_err(|_| Status::internal("could not build the token claims"))?;
+        let payload = claims
+            .to_json()
+            .map_err(|_| Status::internal("could not serialize the token claims"))?;
+        let (signer, encoder) = self.active_key()?;
+        let signature = signer
+            .algorithm()
+            .fixed_signature_len()
+            .unwrap_or(MAX_SIGNATURE_BYTES);
+        let size = encoder.signing_input_raw(&payload).len() + 1 + (signature * 4).div_ceil(3);
+        let policy = &self.state.policy;
+        let limits = policy.payload_limits;
+        if size > policy.max_token_bytes
+            || token_jwt::strict_json::parse_object(&payload, token_jwt::Part::Payload, limits)
+                .is_err()
+        {
+            return Err(invalid_request(
+                "the access token would exceed the size or JSON limits of its verifiers",
+            ));
+        }
+        Ok(())
+    }
+
     /// The access token of a family: its subject, client, `sid` and DPoP binding.
     fn access_builder(
         &self,
         family: &Family,
+        audience: &[String],
+        scopes: &[String],
+        ttl: u64,
+    ) -> AccessTokenBuilder {
+        let jkt = family.dpop_jkt.as_deref();
+        self.grant_builder(
+            &family.subject,
+            &family.client_id,
+            jkt,
+            audience,
+            scopes,
+            ttl,
+        )
+        .session_id(family.id.to_string())
+    }
+
+    /// The access token of a grant to `subject` and `client_id`, without `sid`.
+    fn grant_builder(
+        &self,
+        subject: &str,
+        client_id: &str,
+        jkt: Option<&str>,
         audience: &[String],
         scopes: &[String],
         ttl: u64,
@@ -200,16 +275,15 @@ impl TokenServiceImpl {
         } else {
             audience
         };
-        let mut b = AccessTokenBuilder::new(self.state.config.issuer.clone(), ttl)
-            .subject(family.subject.as_str())
-            .client_id(family.client_id.as_str())
+        let b = AccessTokenBuilder::new(self.state.config.issuer.clone(), ttl)
+            .subject(subject)
+            .client_id(client_id)
             .audience(audience.iter().cloned())
-            .scopes(scopes)
-            .session_id(family.id.to_string());
-        if let Some(jkt) = &family.dpop_jkt {
-            b = b.dpop_jkt(jkt.as_str());
+            .scopes(scopes);
+        match jkt {
+            Some(jkt) => b.dpop_jkt(jkt),
+            None => b,
         }
-        b
     }
 
     fn ttl(&self, requested: u32) -> u64 {
@@ -259,6 +333,17 @@ impl TokenService for TokenServiceImpl {
             let custom = parse_additional_claims(&r.additional_claims_json)?;
             let ttl = self.ttl(r.access_token_ttl_seconds);
             let jkt = self.dpop_jkt(r.dpop.as_ref(), now).await?;
+            let probe = self
+                .grant_builder(
+                    &r.subject,
+                    &r.client_id,
+                    jkt.as_deref(),
+                    &r.audience,
+                    &r.scopes,
+                    ttl,
+                )
+                .custom_claims(custom.clone());
+            self.check_mintable(probe, now)?;
 
             let (refresh, family) = store_op(
                 "issue",
@@ -421,7 +506,7 @@ impl TokenService for TokenServiceImpl {
                 return Err(invalid_request("proof is required"));
             }
             check_text("http_method", &r.http_method, true)?;
-            check_text("http_uri", &r.http_uri, true)?;
+            check_uri("http_uri", &r.http_uri)?;
             check_text("expected_jkt", &r.expected_jkt, false)?;
             let invalid = |error: &str, description: &str, nonce: Option<String>| {
                 Response::new(ValidateDPoPResponse {

@@ -12,13 +12,10 @@
     reason = "test code: a failed expectation should panic"
 )]
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use token_dpop::ProofBuilder;
 use token_jwt::{Algorithm, JwkSet, KeySet, Policy, PrivateKey, all_providers};
-use token_server::auth::CallerAuth;
-use token_server::config::Config;
 use token_server::proto::token_service_client::TokenServiceClient;
 use token_server::proto::{
     DPoPProof, GenerateTokensRequest, GetJwksRequest, IntrospectTokenRequest, RefreshTokensRequest,
@@ -27,90 +24,13 @@ use token_server::proto::{
 use token_store_redis::testing::RedisServer;
 
 mod common;
-use common::{connect_when_up, free_port};
+use common::{
+    CALLER, ISSUER, URI, authed, caller_digest, config, connect_when_up, dpop, free_port, generate,
+    harness, now, oauth_error, proof_builder,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
-
-const CALLER: &str = "e2e-caller-token";
-const ISSUER: &str = "https://issuer.e2e.example";
-const URI: &str = "https://as.example/token";
-
-fn config(extra: &[(&str, &str)]) -> Config {
-    let digest: String = CallerAuth::digest(CALLER)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let mut vars: HashMap<String, String> = [
-        ("HOST", "127.0.0.1"),
-        ("PORT", "0"),
-        ("ADMIN_PORT", "0"),
-        ("ISSUER", ISSUER),
-        ("DEFAULT_AUDIENCE", "https://api.example"),
-        ("CALLER_TOKEN_SHA256", digest.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    for (k, v) in extra {
-        vars.insert((*k).to_owned(), (*v).to_owned());
-    }
-    Config::from_vars(&vars).unwrap()
-}
-
-struct Harness {
-    server: token_server::RunningServer,
-    client: TokenServiceClient<Channel>,
-}
-
-async fn harness(extra: &[(&str, &str)]) -> Harness {
-    let server = token_server::start(config(extra)).await.unwrap();
-    let client = TokenServiceClient::connect(format!("http://{}", server.grpc_addr))
-        .await
-        .unwrap();
-    Harness { server, client }
-}
-
-fn authed<T>(msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {CALLER}").parse().unwrap());
-    r
-}
-
-fn oauth_error(s: &Status) -> &str {
-    s.metadata()
-        .get("oauth-error")
-        .map_or("", |v| v.to_str().unwrap())
-}
-
-fn now() -> i64 {
-    token_server::service::now()
-}
-
-fn generate(subject: &str) -> GenerateTokensRequest {
-    GenerateTokensRequest {
-        subject: subject.into(),
-        client_id: "web".into(),
-        scopes: vec!["read".into(), "write".into()],
-        ..Default::default()
-    }
-}
-
-fn dpop(builder: &ProofBuilder, access_token: Option<&str>) -> DPoPProof {
-    DPoPProof {
-        proof: builder
-            .proof("POST", URI, access_token, None, now())
-            .unwrap(),
-        http_method: "POST".into(),
-        http_uri: URI.into(),
-    }
-}
-
-fn proof_builder() -> ProofBuilder {
-    let key = PrivateKey::generate(Algorithm::ES256).unwrap();
-    ProofBuilder::new(&key, &token_jwt::RustCryptoProvider::new()).unwrap()
-}
+use tonic::{Code, Request};
 
 async fn verifier(client: &mut TokenServiceClient<Channel>) -> KeySet {
     // GetJWKS is public: no credentials.
@@ -1318,10 +1238,7 @@ async fn serve_with_kms(
     what: &str,
 ) -> (tokio::process::Child, TokenServiceClient<Channel>) {
     let (port, admin) = (free_port(), free_port());
-    let digest: String = CallerAuth::digest(CALLER)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = caller_digest(CALLER);
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-service"));
     kms_env(&mut cmd, moto_url);
     let child = cmd

@@ -1,9 +1,115 @@
-//! Helpers shared by the integration tests that run the `token-service` binary.
+//! Helpers shared by the integration tests: an in-process server with a client
+//! ([`harness`]), authenticated requests, and the server processes the binary tests start.
 
+#![allow(dead_code, reason = "each test binary uses a subset of these helpers")]
+
+use std::collections::HashMap;
 use std::time::Duration;
 
+use token_dpop::ProofBuilder;
+use token_jwt::{Algorithm, PrivateKey};
+use token_server::auth::CallerAuth;
+use token_server::config::Config;
 use token_server::proto::token_service_client::TokenServiceClient;
+use token_server::proto::{DPoPProof, GenerateTokensRequest};
 use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// The caller token every in-process server accepts (see [`config`]).
+pub(crate) const CALLER: &str = "e2e-caller-token";
+/// The `ISSUER` of every in-process server.
+pub(crate) const ISSUER: &str = "https://issuer.e2e.example";
+/// The token endpoint the DPoP proofs are made for.
+pub(crate) const URI: &str = "https://as.example/token";
+
+/// The hex SHA-256 of a caller token, as `CALLER_TOKEN_SHA256` takes it.
+pub(crate) fn caller_digest(token: &str) -> String {
+    CallerAuth::digest(token)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A configuration on ephemeral ports accepting [`CALLER`], with `extra` variables on top.
+pub(crate) fn config(extra: &[(&str, &str)]) -> Config {
+    let digest = caller_digest(CALLER);
+    let mut vars: HashMap<String, String> = [
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("ADMIN_PORT", "0"),
+        ("ISSUER", ISSUER),
+        ("DEFAULT_AUDIENCE", "https://api.example"),
+        ("CALLER_TOKEN_SHA256", digest.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (k, v) in extra {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    Config::from_vars(&vars).unwrap()
+}
+
+/// A server running in this process and a client connected to it.
+pub(crate) struct Harness {
+    pub(crate) server: token_server::RunningServer,
+    pub(crate) client: TokenServiceClient<Channel>,
+}
+
+/// Starts a server with [`config`]`(extra)` and connects a client.
+pub(crate) async fn harness(extra: &[(&str, &str)]) -> Harness {
+    let server = token_server::start(config(extra)).await.unwrap();
+    let client = TokenServiceClient::connect(format!("http://{}", server.grpc_addr))
+        .await
+        .unwrap();
+    Harness { server, client }
+}
+
+/// `msg` with the [`CALLER`] bearer token.
+pub(crate) fn authed<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {CALLER}").parse().unwrap());
+    r
+}
+
+/// The `oauth-error` metadata of a status (empty when there is none).
+pub(crate) fn oauth_error(s: &Status) -> &str {
+    s.metadata()
+        .get("oauth-error")
+        .map_or("", |v| v.to_str().unwrap())
+}
+
+pub(crate) fn now() -> i64 {
+    token_server::service::now()
+}
+
+/// A GenerateTokens request for `subject` by client `web` with scopes `read write`.
+pub(crate) fn generate(subject: &str) -> GenerateTokensRequest {
+    GenerateTokensRequest {
+        subject: subject.into(),
+        client_id: "web".into(),
+        scopes: vec!["read".into(), "write".into()],
+        ..Default::default()
+    }
+}
+
+/// A fresh proof by `builder` for `POST` [`URI`].
+pub(crate) fn dpop(builder: &ProofBuilder, access_token: Option<&str>) -> DPoPProof {
+    DPoPProof {
+        proof: builder
+            .proof("POST", URI, access_token, None, now())
+            .unwrap(),
+        http_method: "POST".into(),
+        http_uri: URI.into(),
+    }
+}
+
+/// A proof builder over a new ES256 key.
+pub(crate) fn proof_builder() -> ProofBuilder {
+    let key = PrivateKey::generate(Algorithm::ES256).unwrap();
+    ProofBuilder::new(&key, &token_jwt::RustCryptoProvider::new()).unwrap()
+}
 
 /// A client for a server process starting on `port` (polls for up to 10 s).
 pub(crate) async fn connect_when_up(port: u16, what: &str) -> TokenServiceClient<Channel> {
@@ -22,4 +128,29 @@ pub(crate) fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The `token-service` binary with a clean environment (`PATH` only), to listen on
+/// 127.0.0.1:`port` (admin HTTP on `admin`), killed when dropped: add variables, then spawn.
+pub(crate) fn binary_command(port: u16, admin: u16) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-service"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("ADMIN_PORT", admin.to_string())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// A new ES256 key as a PKCS#8 PEM file in the temporary directory, for `SIGNING_KEY_FILE`
+/// (instances of one deployment share the signing key). The caller removes it.
+pub(crate) fn signing_key_file(tag: &str) -> std::path::PathBuf {
+    let file = std::env::temp_dir().join(format!("token-server-{tag}-{}.pem", std::process::id()));
+    let pem = PrivateKey::generate(Algorithm::ES256)
+        .unwrap()
+        .to_pkcs8_pem()
+        .unwrap();
+    std::fs::write(&file, pem.as_bytes()).unwrap();
+    file
 }
