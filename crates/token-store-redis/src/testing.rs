@@ -1,6 +1,8 @@
 //! Test fixtures (feature `testing`; not a stable API): real `redis-server` processes on free
 //! loopback ports, in their own temporary directories, killed on drop. Used by this crate's
-//! tests and benches and by other crates' end-to-end tests.
+//! tests and benches and by other crates' end-to-end tests: a standalone server (optionally
+//! persistent across a kill and restart), a Cluster of three masters (optionally with one
+//! replica each, for failover), and a primary behind a sentinel.
 //!
 //! A missing `redis-server` (or `redis-cli`, for the Cluster) is an error whose message says
 //! how to install it; nothing is skipped silently.
@@ -231,12 +233,32 @@ enum Mode {
     Sentinel(u16),
 }
 
+/// Settings of a `redis-server` process beyond its [`Mode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Settings {
+    /// An append-only file written before every reply (`appendfsync always`), read again by
+    /// [`RedisServer::restart`].
+    persistent: bool,
+    /// `cluster-node-timeout` of a Cluster node, in milliseconds.
+    cluster_node_timeout_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            persistent: false,
+            cluster_node_timeout_ms: 5000,
+        }
+    }
+}
+
 /// One `redis-server` process (standalone, a Cluster node, or a sentinel).
 pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     owns_dir: bool,
     mode: Mode,
+    settings: Settings,
     child: Option<Child>,
 }
 
@@ -258,10 +280,31 @@ impl RedisServer {
     /// up within 10 s.
     pub fn start() -> Result<Self, FixtureError> {
         let dir = temp_dir()?;
-        Self::start_in(&dir, true, Mode::Standalone)
+        Self::start_in(&dir, true, Mode::Standalone, Settings::default())
     }
 
-    fn start_in(dir: &Path, owns_dir: bool, mode: Mode) -> Result<Self, FixtureError> {
+    /// Like [`RedisServer::start`], with an append-only file that Redis writes (and fsyncs)
+    /// before it replies (`appendonly yes`, `appendfsync always`): every write a client was
+    /// told about survives [`RedisServer::stop`] (SIGKILL) and is there again after
+    /// [`RedisServer::restart`]. Loaded scripts are not kept (as after any restart).
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`].
+    pub fn start_persistent() -> Result<Self, FixtureError> {
+        let dir = temp_dir()?;
+        let settings = Settings {
+            persistent: true,
+            ..Settings::default()
+        };
+        Self::start_in(&dir, true, Mode::Standalone, settings)
+    }
+
+    fn start_in(
+        dir: &Path,
+        owns_dir: bool,
+        mode: Mode,
+        settings: Settings,
+    ) -> Result<Self, FixtureError> {
         let mut last = FixtureError::new("no attempt");
         for _ in 0..5 {
             let port = reserve_port(mode == Mode::ClusterNode)?;
@@ -270,6 +313,7 @@ impl RedisServer {
                 dir: dir.to_owned(),
                 owns_dir,
                 mode,
+                settings,
                 child: None,
             };
             match server.spawn() {
@@ -305,19 +349,33 @@ impl RedisServer {
             cmd.arg(&conf).arg("--sentinel");
         } else {
             cmd.args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
-                .args(["--appendonly", "no", "--daemonize", "no"])
+                .args(["--daemonize", "no"])
                 .arg("--dir")
                 .arg(&self.dir)
                 .arg("--logfile")
                 .arg(&log);
+            if self.settings.persistent {
+                // In the server's own directory: a restart reads it back.
+                cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+            } else {
+                cmd.args(["--appendonly", "no"]);
+            }
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if self.mode == Mode::ClusterNode {
-            cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
-                .arg("--cluster-config-file")
-                .arg(self.dir.join(format!("nodes-{port}.conf")));
+            let node_timeout = self.settings.cluster_node_timeout_ms.to_string();
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                &node_timeout,
+            ])
+            .arg("--cluster-config-file")
+            .arg(self.dir.join(format!("nodes-{port}.conf")))
+            // Replicas sync at once (the default waits 5 s for more replicas).
+            .args(["--repl-diskless-sync-delay", "0"]);
         }
         let child = cmd.spawn().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -378,7 +436,8 @@ impl RedisServer {
         }
     }
 
-    /// Starts the process again on the same port (its data is gone: no persistence).
+    /// Starts the process again on the same port (its data is gone, unless it was started with
+    /// [`RedisServer::start_persistent`]).
     ///
     /// # Errors
     /// When it does not come up (for example the port was taken meanwhile).
@@ -440,8 +499,9 @@ impl Drop for RedisServer {
     }
 }
 
-/// A Redis Cluster of three masters (no replicas), each a [`RedisServer`], all slots
-/// assigned and `cluster_state:ok` on every node before [`RedisCluster::start`] returns.
+/// A Redis Cluster of three masters, each a [`RedisServer`], all slots assigned and
+/// `cluster_state:ok` on every node before [`RedisCluster::start`] returns; with
+/// [`RedisCluster::start_with_replicas`], one replica per master too, for failover.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
     dir: PathBuf,
@@ -455,6 +515,32 @@ impl fmt::Debug for RedisCluster {
     }
 }
 
+/// One master of a [`RedisCluster`] and what it serves, as `CLUSTER SLOTS` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// The master's port.
+    pub primary: u16,
+    /// Its replicas' ports.
+    pub replicas: Vec<u16>,
+    /// The slot ranges it serves (inclusive).
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl Shard {
+    /// Whether this master serves `slot`.
+    pub fn serves(&self, slot: u16) -> bool {
+        self.slots.iter().any(|&(lo, hi)| (lo..=hi).contains(&slot))
+    }
+}
+
+/// The port of a `[ip, port, id, ...]` node entry of `CLUSTER SLOTS`.
+fn node_port(entry: &Reply) -> Option<u16> {
+    match entry {
+        Reply::Array(Some(fields)) => u16::try_from(fields.get(1)?.int()?).ok(),
+        _ => None,
+    }
+}
+
 impl RedisCluster {
     /// Starts three `--cluster-enabled yes` servers, joins them with
     /// `redis-cli --cluster create ... --cluster-replicas 0 --cluster-yes` and waits for
@@ -464,15 +550,38 @@ impl RedisCluster {
     /// When `redis-server` or `redis-cli` is missing (the message says how to install it),
     /// or the cluster does not form within 30 s.
     pub fn start() -> Result<Self, FixtureError> {
+        Self::start_nodes(0, Settings::default())
+    }
+
+    /// Starts six servers joined as three masters with one replica each
+    /// (`--cluster-replicas 1`), with a `cluster-node-timeout` of 1 s so that a replica takes
+    /// over a stopped master within a few seconds; waits for `cluster_state:ok` on each node
+    /// and for every replica to be linked to its master and done with its initial sync.
+    /// [`RedisCluster::shards`] tells which node is which.
+    ///
+    /// # Errors
+    /// As [`RedisCluster::start`].
+    pub fn start_with_replicas() -> Result<Self, FixtureError> {
+        let settings = Settings {
+            cluster_node_timeout_ms: 1000,
+            ..Settings::default()
+        };
+        Self::start_nodes(1, settings)
+    }
+
+    fn start_nodes(replicas: usize, settings: Settings) -> Result<Self, FixtureError> {
         let dir = temp_dir()?;
         let mut cluster = RedisCluster {
             nodes: Vec::new(),
             dir: dir.clone(),
         };
-        for _ in 0..3 {
-            cluster
-                .nodes
-                .push(RedisServer::start_in(&dir, false, Mode::ClusterNode)?);
+        for _ in 0..3 * (1 + replicas) {
+            cluster.nodes.push(RedisServer::start_in(
+                &dir,
+                false,
+                Mode::ClusterNode,
+                settings,
+            )?);
         }
         let addresses: Vec<String> = cluster
             .ports()
@@ -482,7 +591,7 @@ impl RedisCluster {
         let output = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| {
@@ -503,35 +612,212 @@ impl RedisCluster {
                     .join(" | ")
             )));
         }
-        cluster.wait_ok(Duration::from_secs(30))?;
+        cluster.wait_formed(replicas, Duration::from_secs(30))?;
         Ok(cluster)
     }
 
-    fn wait_ok(&self, limit: Duration) -> Result<(), FixtureError> {
+    /// Every node knows every other, `cluster_state:ok` with all slots served, and each of
+    /// the `replicas * 3` replicas linked to its master with its initial sync done.
+    fn wait_formed(&self, replicas: usize, limit: Duration) -> Result<(), FixtureError> {
         let deadline = Instant::now() + limit;
+        let known = format!("cluster_known_nodes:{}", self.nodes.len());
         loop {
             let mut all_ok = true;
+            let mut linked = 0;
             for node in &self.nodes {
                 let ok = node
                     .info_cluster()
                     .map(|info| {
                         info.contains("cluster_state:ok")
-                            && info.contains("cluster_known_nodes:3")
+                            && info.contains(&known)
                             && info.contains("cluster_slots_ok:16384")
                     })
                     .unwrap_or(false);
-                all_ok &= ok;
+                // Every node must know the replicas as such too (gossip takes a moment).
+                let replicas_seen = Self::shards_seen_by(node)
+                    .map(|shards| shards.iter().map(|s| s.replicas.len()).sum::<usize>())
+                    .unwrap_or(0);
+                all_ok &= ok && replicas_seen == replicas * 3;
+                if let Ok(Some(info)) = node.command(&["INFO", "replication"]).map(|r| r.text())
+                    && info.contains("role:slave")
+                    && info.contains("master_link_status:up")
+                    && info.contains("master_sync_in_progress:0")
+                {
+                    linked += 1;
+                }
             }
-            if all_ok {
+            if all_ok && linked == replicas * 3 {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(FixtureError::new(
-                    "the cluster did not reach cluster_state:ok",
-                ));
+                return Err(FixtureError::new(format!(
+                    "the cluster did not reach cluster_state:ok with {} linked replicas \
+                     ({linked} linked)",
+                    replicas * 3
+                )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Waits until every running node reports `cluster_state:ok` with all 16384 slots served
+    /// and, as far as [`RedisCluster::shards`] tells, every master is a running node: after a
+    /// master was stopped, until its replica has taken over.
+    ///
+    /// # Errors
+    /// When that is not so within `limit`.
+    pub fn wait_state_ok(&self, limit: Duration) -> Result<(), FixtureError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let running: Vec<&RedisServer> = self.nodes.iter().filter(|n| n.is_running()).collect();
+            let states_ok = running.iter().all(|node| {
+                node.info_cluster().is_ok_and(|info| {
+                    info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+                })
+            });
+            let masters_running = self.shards().is_ok_and(|shards| {
+                shards
+                    .iter()
+                    .all(|s| running.iter().any(|n| n.port() == s.primary))
+                    && shards
+                        .iter()
+                        .flat_map(|s| &s.slots)
+                        .map(|&(lo, hi)| u32::from(hi) - u32::from(lo) + 1)
+                        .sum::<u32>()
+                        == 16384
+            });
+            if states_ok && masters_running {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(FixtureError::new(format!(
+                    "the cluster did not reach cluster_state:ok with running masters within \
+                     {limit:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The masters, their replicas and slots, as the first running node reports them
+    /// (`CLUSTER SLOTS`), ordered by primary port.
+    ///
+    /// # Errors
+    /// When no node is running or the reply is not the expected shape.
+    pub fn shards(&self) -> Result<Vec<Shard>, FixtureError> {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running())
+            .ok_or_else(|| FixtureError::new("no node is running"))?;
+        Self::shards_seen_by(node)
+    }
+
+    /// `CLUSTER SLOTS` of `node`, by master.
+    fn shards_seen_by(node: &RedisServer) -> Result<Vec<Shard>, FixtureError> {
+        let Reply::Array(Some(ranges)) = node.command(&["CLUSTER", "SLOTS"])? else {
+            return Err(FixtureError::new("CLUSTER SLOTS answered no array"));
+        };
+        let bad = || FixtureError::new("CLUSTER SLOTS answered an unexpected shape");
+        let mut shards: Vec<Shard> = Vec::new();
+        for range in &ranges {
+            let Reply::Array(Some(fields)) = range else {
+                return Err(bad());
+            };
+            let slot = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(Reply::int)
+                    .and_then(|v| u16::try_from(v).ok())
+                    .ok_or_else(bad)
+            };
+            let (lo, hi) = (slot(0)?, slot(1)?);
+            let primary = fields.get(2).and_then(node_port).ok_or_else(bad)?;
+            let replicas: Vec<u16> = fields.iter().skip(3).filter_map(node_port).collect();
+            match shards.iter_mut().find(|s| s.primary == primary) {
+                Some(shard) => {
+                    shard.slots.push((lo, hi));
+                    for r in replicas {
+                        if !shard.replicas.contains(&r) {
+                            shard.replicas.push(r);
+                        }
+                    }
+                }
+                None => shards.push(Shard {
+                    primary,
+                    replicas,
+                    slots: vec![(lo, hi)],
+                }),
+            }
+        }
+        shards.sort_by_key(|s| s.primary);
+        Ok(shards)
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT` on a running node).
+    ///
+    /// # Errors
+    /// When no node is running or the reply is not an integer slot.
+    pub fn keyslot(&self, key: &str) -> Result<u16, FixtureError> {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running())
+            .ok_or_else(|| FixtureError::new("no node is running"))?;
+        node.command(&["CLUSTER", "KEYSLOT", key])?
+            .int()
+            .and_then(|v| u16::try_from(v).ok())
+            .ok_or_else(|| FixtureError::new("CLUSTER KEYSLOT answered no slot"))
+    }
+
+    /// Waits until every running replica has processed its master's replication stream up to
+    /// where the master was when this was called (`slave_repl_offset` ≥ the master's
+    /// `master_repl_offset`): what the masters had written is then on their replicas too, and
+    /// survives a master being stopped and its replica taking over. (Replication is
+    /// asynchronous: without this, the last writes a master acknowledged may be lost.)
+    ///
+    /// # Errors
+    /// When that is not so within `limit`, or a node does not answer.
+    pub fn wait_replicas_synced(&self, limit: Duration) -> Result<(), FixtureError> {
+        let mut targets = Vec::new();
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            if node.info_field("replication", "role")? == "slave" {
+                let master: u16 = node
+                    .info_field("replication", "master_port")?
+                    .parse()
+                    .map_err(|_| FixtureError::new("INFO replication: bad master_port"))?;
+                let primary = self
+                    .nodes
+                    .iter()
+                    .find(|n| n.port() == master && n.is_running())
+                    .ok_or_else(|| FixtureError::new("a replica's master is not running"))?;
+                let offset: i64 = primary
+                    .info_field("replication", "master_repl_offset")?
+                    .parse()
+                    .map_err(|_| FixtureError::new("INFO replication: bad master_repl_offset"))?;
+                targets.push((node, offset));
+            }
+        }
+        let deadline = Instant::now() + limit;
+        for (replica, offset) in targets {
+            loop {
+                let at: i64 = replica
+                    .info_field("replication", "slave_repl_offset")?
+                    .parse()
+                    .map_err(|_| FixtureError::new("INFO replication: bad slave_repl_offset"))?;
+                if at >= offset {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(FixtureError::new(format!(
+                        "the replica on port {} is at offset {at}, its master at {offset}",
+                        replica.port()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Ok(())
     }
 
     /// The nodes' ports.
@@ -544,7 +830,13 @@ impl RedisCluster {
         &self.nodes
     }
 
-    /// `redis-cluster://127.0.0.1:<p1>?node=127.0.0.1:<p2>&node=127.0.0.1:<p3>`.
+    /// The nodes, to stop or restart one.
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
+    /// `redis-cluster://127.0.0.1:<p1>?node=127.0.0.1:<p2>&node=127.0.0.1:<p3>...` (every
+    /// node, replicas included).
     pub fn url(&self) -> String {
         let ports = self.ports();
         let mut url = String::from("redis-cluster://");
@@ -558,13 +850,14 @@ impl RedisCluster {
         url
     }
 
-    /// `CLIENT KILL TYPE pubsub` on every node; returns how many connections were cut.
+    /// `CLIENT KILL TYPE pubsub` on every running node; returns how many connections were
+    /// cut.
     ///
     /// # Errors
     /// As [`RedisServer::command`].
     pub fn kill_pubsub_clients(&self) -> Result<i64, FixtureError> {
         let mut total = 0;
-        for node in &self.nodes {
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
             total += node.kill_pubsub_clients()?;
         }
         Ok(total)
@@ -614,7 +907,12 @@ impl RedisSentinel {
     /// does not know the primary within 10 s.
     pub fn start() -> Result<Self, FixtureError> {
         let primary = RedisServer::start()?;
-        let sentinel = RedisServer::start_in(&primary.dir, false, Mode::Sentinel(primary.port))?;
+        let sentinel = RedisServer::start_in(
+            &primary.dir,
+            false,
+            Mode::Sentinel(primary.port),
+            Settings::default(),
+        )?;
         let deadline = Instant::now() + Duration::from_secs(10);
         let expected = primary.port.to_string();
         loop {
