@@ -361,7 +361,11 @@ fn strip_leading_zeros(mut b: &[u8]) -> &[u8] {
 }
 
 fn check_rsa(n: &[u8], e: &[u8]) -> Result<()> {
-    let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+    // An empty modulus has no bits (found by the `jwk_thumbprint` fuzz target: the
+    // subtraction underflowed).
+    let bits = n
+        .first()
+        .map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
     if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
         return Err(Error::InvalidJwk("RSA modulus size out of range"));
     }

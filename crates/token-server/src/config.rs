@@ -307,6 +307,31 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The longest value any variable may have (8 KiB). Every variable holds a short setting, a
+/// path, a URL or a short list; a longer value is a mistake (or an attack through the
+/// environment) and stops start-up with an error naming the variable.
+pub const MAX_VALUE_BYTES: usize = 8 * 1024;
+
+/// Refuses a value of a variable of [`VARIABLES`] longer than [`MAX_VALUE_BYTES`]. Variables
+/// the server does not read are not looked at.
+fn check_sizes(vars: &HashMap<String, String>) -> Result<(), ConfigError> {
+    for &(var, _, _) in VARIABLES {
+        let len = vars.get(var).map_or(0, String::len);
+        if len > MAX_VALUE_BYTES {
+            let hint = if var == "CALLER_TOKEN_SHA256" {
+                "; list many digests in CALLER_TOKEN_SHA256_FILE instead"
+            } else {
+                ""
+            };
+            return Err(err(
+                var,
+                format!("is {len} bytes long, more than the {MAX_VALUE_BYTES} allowed{hint}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 struct Vars<'a>(&'a HashMap<String, String>);
 
 impl Vars<'_> {
@@ -373,6 +398,8 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| {
             text.get(i..i + 2)
+                // `from_str_radix` alone would take a sign: "+f" is 15.
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
         })
         .collect()
@@ -398,6 +425,7 @@ impl Config {
     /// # Errors
     /// The first invalid variable.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        check_sizes(vars)?;
         let v = Vars(vars);
         let host: IpAddr = v.parse("HOST", IpAddr::from([0, 0, 0, 0]))?;
         let port: u16 = v.parse("PORT", 50052)?;
@@ -654,6 +682,31 @@ mod tests {
             assert_eq!(e.var, var, "{pairs:?}: {e}");
             assert!(e.to_string().starts_with(var));
         }
+    }
+
+    #[test]
+    fn values_longer_than_the_limit_are_refused_by_name() {
+        let at_limit = "a".repeat(MAX_VALUE_BYTES);
+        assert!(cfg(&[("DEFAULT_AUDIENCE", &at_limit)]).is_ok());
+        let over = "a".repeat(MAX_VALUE_BYTES + 1);
+        for (var, _, _) in VARIABLES {
+            let e = cfg(&[(var, &over)]).unwrap_err();
+            assert_eq!(e.var, *var, "{e}");
+            assert!(e.to_string().contains("8192"), "{e}");
+        }
+        let e = cfg(&[("CALLER_TOKEN_SHA256", &over)]).unwrap_err();
+        assert!(e.to_string().contains("CALLER_TOKEN_SHA256_FILE"), "{e}");
+        // Variables the server does not read may be as long as they like.
+        assert!(cfg(&[("PATH", &over)]).is_ok());
+    }
+
+    #[test]
+    fn hex_keys_take_hex_digits_only() {
+        let signed = "+a".repeat(32);
+        let e = cfg(&[("DPOP_NONCE_KEY", &signed)]).unwrap_err();
+        assert_eq!(e.var, "DPOP_NONCE_KEY");
+        let e = cfg(&[("CALLER_TOKEN_SHA256", &"+f".repeat(32))]).unwrap_err();
+        assert_eq!(e.var, "CALLER_TOKEN_SHA256");
     }
 
     #[test]

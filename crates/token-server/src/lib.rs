@@ -12,6 +12,8 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod errors;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod metrics;
 pub mod proto;
