@@ -1,15 +1,30 @@
 //! `cargo xtask ci [--skip-deny]`: every check CI runs, in order, stopping at the first failure.
+//!
+//! Nothing it runs leaves the git tree dirty: the fuzz step works on scratch copies of the
+//! corpora (`fuzz --no-keep`) and the release dry run in a temporary worktree.
 
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 use xshell::{Shell, cmd};
 
-use crate::{codegen, deny, heading, on_path, reject_unknown, repo_root, root_shell, target_dir};
+use crate::{
+    codegen, deny, fuzz, heading, on_path, reject_unknown, release, repo_root, root_shell, soak,
+    target_dir,
+};
 
 /// Python packages the KMS tests drive (a local AWS KMS emulator, and JWT checks from a second
 /// implementation). Pinned so every CI run tests against the same emulator.
 const PYTHON_PACKAGES: &[&str] = &["moto[server]==5.2.5", "PyJWT[crypto]==2.15.1"];
+
+/// Seconds each fuzz target runs in CI: a smoke test that every target builds, starts from its
+/// corpus and survives a short run; the long runs are `cargo xtask fuzz --time 600`.
+const FUZZ_SECONDS: u64 = 30;
+
+/// The soak's short form in CI: a minute of the mixed load after its warm-up, at a rate this
+/// 2-core machine sustains beside the load generator; the long run is `cargo xtask soak`.
+const SOAK_MINUTES: f64 = 1.0;
+const SOAK_RATE: u32 = 2000;
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     reject_unknown(args, &["--skip-deny"], "ci")?;
@@ -64,6 +79,19 @@ fn steps(skip_deny: bool) -> Result<()> {
     } else {
         deny::check(&sh).context("cargo deny check failed")?;
     }
+
+    heading(&format!(
+        "cargo xtask fuzz --time {FUZZ_SECONDS} --no-keep (every target)"
+    ));
+    fuzz::fuzz(FUZZ_SECONDS, false, &[]).context("fuzzing failed")?;
+
+    heading(&format!(
+        "cargo xtask soak --minutes {SOAK_MINUTES} (mixed load on a release build with Redis)"
+    ));
+    soak::soak(SOAK_MINUTES, SOAK_RATE).context("the soak failed")?;
+
+    heading("cargo xtask release --dry-run (the next patch version)");
+    release::rehearse_next_patch().context("the release dry run failed")?;
     Ok(())
 }
 

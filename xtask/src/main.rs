@@ -6,19 +6,39 @@
 //! machine. Subcommands:
 //!
 //! - `cargo xtask ci [--skip-deny]`: the one command CI runs (`.ci/run`) and developers run
-//!   before pushing: prerequisites, fmt, clippy, tests, generated-code freshness, cargo-deny.
-//! - `cargo xtask fuzz [--time SECONDS] [TARGET...]`: runs the `cargo fuzz` targets in `fuzz/`.
-//! - `cargo xtask codegen [--check]`: regenerates the committed protobuf code (a stub for now).
-//! - `cargo xtask deny`: only the `cargo deny check` step of `ci`.
+//!   before pushing: prerequisites, fmt, clippy, tests, generated-code freshness, cargo-deny, a
+//!   short fuzz run of every target, a one-minute soak and a release dry run of the next
+//!   patch version (`ci.rs`).
+//! - `cargo xtask bench [--quick]`: criterion benches, raw primitives and every load scenario
+//!   against a release server with Redis, into `target/bench/report.{md,json}` (`bench.rs`).
+//! - `cargo xtask soak [--minutes N] [--rate R]`: the mixed load for N minutes; fails on any
+//!   error or on memory growth after the warm-up (`soak.rs`).
+//! - `cargo xtask fuzz [--time SECONDS] [--no-keep] [TARGET...]`: runs the `cargo fuzz` targets
+//!   in `fuzz/`, SECONDS each, then minimizes the committed corpora in `fuzz/corpus/` (not with
+//!   `--no-keep`); a crash fails it, with the steps to a regression test (`fuzz.rs`).
+//! - `cargo xtask release [--dry-run] VERSION`: bumps the version, dates CHANGELOG.md, packages
+//!   the library crates and runs cargo-semver-checks, in a temporary worktree; without
+//!   `--dry-run` it then commits and tags the release here (`release.rs`).
+//! - `cargo xtask codegen [--check]`: regenerates the committed protobuf code (`codegen.rs`).
+//! - `cargo xtask deny`: only the `cargo deny check` step of `ci` (`deny.rs`).
+//!
+//! `manifest.rs` holds the line-based Cargo.toml reading that `fuzz` and `release` share;
+//! `services.rs` the processes (`redis-server`, the server, `token-loadgen`) that `bench` and
+//! `soak` run.
 #![allow(
     clippy::print_stdout,
     reason = "xtask is a command-line tool: printing progress is its job"
 )]
 
+mod bench;
 mod ci;
 mod codegen;
 mod deny;
 mod fuzz;
+mod manifest;
+mod release;
+mod services;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,10 +51,31 @@ usage: cargo xtask <command> [options]
 
 commands:
   ci [--skip-deny]                 the full check CI runs: prerequisites, fmt, clippy, tests,
-                                   codegen --check, cargo deny (skipped with --skip-deny)
-  fuzz [--time SECONDS] [TARGET...]
+                                   codegen --check, cargo deny (skipped with --skip-deny),
+                                   every fuzz target for 30s on a scratch corpus, a 1-minute
+                                   soak, and release --dry-run of the next patch version
+  bench [--quick] [--skip-criterion] [--skip-kms]
+                                   the performance report: criterion benches, raw primitives,
+                                   every token-loadgen scenario against a release server with
+                                   Redis, KMS signing via moto; writes target/bench/report.md
+                                   and report.json (--quick: short runs, under 3 minutes warm)
+  soak [--minutes N] [--rate R]    the mixed load (R requests/s due, default 3000) for N
+                                   minutes (default 10) on a release server with Redis; fails
+                                   on any error or on RSS / Redis memory growth after warm-up;
+                                   writes target/soak/report.md and report.json
+  fuzz [--time SECONDS] [--no-keep] [TARGET...]
                                    run the cargo-fuzz targets of fuzz/ (all by default),
-                                   SECONDS each (default 60)
+                                   SECONDS each (default 60), in fuzz/corpus/<target>/, then
+                                   minimize those corpora (cargo fuzz cmin, capped at 256 KiB);
+                                   --no-keep: fuzz a scratch copy, leave fuzz/corpus/ alone;
+                                   fails on any crash artifact and says how to make it a
+                                   regression test
+  release [--dry-run] VERSION      bump the workspace to VERSION, date CHANGELOG.md's
+                                   Unreleased section, cargo package the library crates (list
+                                   their files) and cargo semver-checks them against the last
+                                   v* tag, all in a temporary git worktree; without --dry-run,
+                                   then make the same edits here, commit and tag vVERSION
+                                   (refused on a dirty tree; nothing is pushed or published)
   codegen [--check]                regenerate the committed protobuf code; with --check,
                                    fail if it is stale instead of writing it
   deny                             only the cargo-deny step of ci (offline when
@@ -51,7 +92,10 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "ci" => ci::run(rest),
         "fuzz" => fuzz::run(rest),
+        "release" => release::run(rest),
         "codegen" => codegen::run(rest),
+        "bench" => bench::run(rest),
+        "soak" => soak::run(rest),
         "deny" => reject_unknown(rest, &[], "deny").and_then(|()| deny::check(&root_shell()?)),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");

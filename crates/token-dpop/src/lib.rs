@@ -5,7 +5,7 @@
 //! `token-dpop` depends only on `token-jwt` (JWS parsing, JWKs, thumbprints, crypto
 //! providers). `token-store-redis` implements [`ReplayCache`] on Redis, and `token-server`
 //! validates proofs on `GenerateTokens`, `RefreshTokens` and `ValidateDPoP`.
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod block_on;
 mod error;

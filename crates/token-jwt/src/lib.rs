@@ -7,7 +7,7 @@
 //! implements [`AsyncJwsSigner`] on AWS KMS, `token-jwks` publishes [`JwkSet`]s and resolves
 //! keys for verifiers, and `token-server` mints access tokens with [`AccessTokenBuilder`] and
 //! [`JwsEncoder`].
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod alg;
 mod b64;
@@ -76,6 +76,58 @@ pub mod fuzzing {
             }
         }
         let _ = JwkSet::from_json(data);
+    }
+
+    /// Parses arbitrary bytes as a JWK and checks its RFC 7638 thumbprint against an independent
+    /// computation: serde_json's serialization of the required members in a sorted map (with
+    /// JSON escaping, which the crate's own formatting assumes is never needed), hashed with
+    /// SHA-256. The thumbprint must also survive a round trip through `to_json` and ignore the
+    /// optional members (`kid`, `alg`, `use`).
+    ///
+    /// # Panics
+    /// When a thumbprint differs from the independent computation or between the round trips.
+    pub fn jwk_thumbprint(data: &[u8]) {
+        use std::collections::BTreeMap;
+
+        use sha2::{Digest as _, Sha256};
+
+        use crate::KeyParams;
+
+        let Ok(jwk) = crate::Jwk::from_json(data) else {
+            return;
+        };
+        let thumbprint = jwk.thumbprint();
+        assert_eq!(thumbprint.len(), 43, "base64url of 32 bytes, unpadded");
+        assert_eq!(thumbprint, crate::b64::encode(jwk.thumbprint_sha256()));
+
+        let required: BTreeMap<&str, &str> = match &jwk.params {
+            KeyParams::Ec { crv, x, y } => BTreeMap::from([
+                ("crv", crv.as_str()),
+                ("kty", "EC"),
+                ("x", x.as_str()),
+                ("y", y.as_str()),
+            ]),
+            KeyParams::Ed25519 { x } => {
+                BTreeMap::from([("crv", "Ed25519"), ("kty", "OKP"), ("x", x.as_str())])
+            }
+            KeyParams::Rsa { n, e } => {
+                BTreeMap::from([("e", e.as_str()), ("kty", "RSA"), ("n", n.as_str())])
+            }
+        };
+        let Ok(canonical) = serde_json::to_string(&required) else {
+            return;
+        };
+        let expected: [u8; 32] = Sha256::digest(canonical.as_bytes()).into();
+        assert_eq!(jwk.thumbprint_sha256(), expected, "{canonical}");
+
+        let again = crate::Jwk::from_json(jwk.to_json().as_bytes());
+        assert_eq!(again.map(|k| k.thumbprint()).ok(), Some(thumbprint.clone()));
+        let bare = crate::Jwk::new(jwk.params.clone());
+        assert_eq!(
+            bare.thumbprint(),
+            thumbprint,
+            "optional members are not hashed"
+        );
     }
 
     /// Verifies arbitrary bytes as a token against a fixed ES256 key.

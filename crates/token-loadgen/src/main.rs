@@ -24,6 +24,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Drive one scenario against a running server and report throughput and latency.
+    ///
+    /// An option given twice takes its last value (scripts append overrides).
+    #[command(args_override_self = true)]
     Run(RunArgs),
     /// Time the raw primitives (ES256 and Ed25519 with aws-lc-rs, a Redis round trip).
     Primitives {

@@ -209,6 +209,9 @@ pub(crate) struct VirtualClient {
     nonce: Option<String>,
     refresh_token: Option<String>,
     access_token: Option<String>,
+    /// When the access token is renewed: half-way through its lifetime, so long runs (soak)
+    /// never present an expired one.
+    renew_access_at: Option<std::time::Instant>,
     sent: u64,
 }
 
@@ -241,6 +244,7 @@ impl VirtualClient {
             nonce: None,
             refresh_token: None,
             access_token: None,
+            renew_access_at: None,
             sent: 0,
             shared,
         };
@@ -272,8 +276,14 @@ impl VirtualClient {
             let tokens = self.generate(dpop).await?;
             self.refresh_token = Some(tokens.refresh_token);
         }
-        if access && self.access_token.is_none() {
+        let renew = self
+            .renew_access_at
+            .is_some_and(|at| std::time::Instant::now() >= at);
+        if access && (self.access_token.is_none() || renew) {
             let tokens = self.generate(true).await?;
+            let half_life = u64::try_from(tokens.expires_in / 2).unwrap_or(0);
+            self.renew_access_at =
+                Some(std::time::Instant::now() + std::time::Duration::from_secs(half_life));
             self.access_token = Some(tokens.access_token);
         }
         Ok(())
@@ -387,9 +397,7 @@ impl VirtualClient {
     }
 
     async fn validate(&mut self) -> Result<(), Failure> {
-        if self.access_token.is_none() {
-            self.bootstrap().await?;
-        }
+        self.bootstrap().await?;
         let access_token = self.access_token.clone().unwrap_or_default();
         for _ in 0..2 {
             let request = ValidateDPoPRequest {
@@ -417,9 +425,7 @@ impl VirtualClient {
     }
 
     async fn introspect(&mut self) -> Result<(), Failure> {
-        if self.access_token.is_none() {
-            self.bootstrap().await?;
-        }
+        self.bootstrap().await?;
         let request = IntrospectTokenRequest {
             token: self.access_token.clone().unwrap_or_default(),
         };

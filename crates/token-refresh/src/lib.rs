@@ -7,7 +7,7 @@
 //! `token-store-redis` implements [`FamilyStore`] and [`RevocationList`] on Redis, mirroring
 //! [`decide`] and [`decide_revoke`] in Lua, and runs this crate's conformance suite (feature
 //! `conformance`) against Redis standalone and Cluster.
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod decide;
 mod error;

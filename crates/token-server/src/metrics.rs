@@ -29,6 +29,9 @@ pub const REQUEST_SECONDS: &str = "token_service_request_seconds";
 /// Requests refused before reaching a handler, by `reason`.
 pub const CALLER_REJECTED: &str = "token_service_caller_rejected_total";
 
+/// How often buffered histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the process-wide Prometheus recorder (once; later calls reuse it).
 ///
 /// # Errors
@@ -59,6 +62,19 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;
+    // Histogram samples wait in the recorder until the next scrape drains them. Without a
+    // scraper they would accumulate forever (measured by the soak: +130 KiB/s at 3,000
+    // requests/s), so a background thread drains them on a schedule, once per process.
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                upkeep.run_upkeep();
+            }
+        })
+        .map_err(|e| format!("cannot start the metrics upkeep thread: {e}"))?;
     *slot = Some(handle.clone());
     Ok(handle)
 }
