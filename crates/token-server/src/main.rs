@@ -10,6 +10,11 @@ use std::process::ExitCode;
 
 use token_server::config::{Config, LogFormat};
 
+/// The allocator of the binary only (libraries embedding the crates keep their own).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
