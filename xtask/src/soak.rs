@@ -3,10 +3,12 @@
 //! RSS and Redis's memory stayed flat after the warm-up. Writes `target/soak/report.md` and
 //! `report.json` with both over time.
 //!
-//! The server runs with short idle lifetimes (refresh tokens idle 20 s, DPoP proofs 15 s), so
-//! the steady state, where as many families and replay entries expire as are created, is
-//! reached within the warm-up. With production lifetimes Redis plateaus the same way, at
-//! creation rate × lifetime, only later.
+//! The server runs with short lifetimes (refresh tokens idle 20 s, families 60 s, DPoP proofs
+//! 15 s) and the clients sign in again every 45 s, so the steady state, where as many families,
+//! subject-index entries and replay entries expire as are created, is reached soon after the
+//! warm-up. With production lifetimes Redis plateaus the same way, at creation rate ×
+//! lifetime (a family's subject-index entry lives as long as the family's absolute lifetime),
+//! only later.
 #![allow(
     clippy::indexing_slicing,
     reason = "indexing a serde_json::Value by key yields Null when the key is missing: it never panics"
@@ -21,8 +23,8 @@ use xshell::cmd;
 use crate::services::{Durations, Redis, Server, errors, load};
 use crate::{heading, root_shell, target_dir};
 
-/// Unmeasured seconds before memory is expected to be flat (longer than the idle lifetimes).
-const WARMUP_SECONDS: u64 = 30;
+/// Unmeasured seconds before memory is expected to be flat (longer than the family lifetime).
+const WARMUP_SECONDS: u64 = 90;
 /// Growth allowed between the first and the last sample after the warm-up.
 const ALLOWED_GROWTH: f64 = 0.10;
 /// Growth of a few MiB is noise at this size (allocator arenas, a connection buffer).
@@ -72,6 +74,7 @@ pub(crate) fn soak(minutes: f64, rate: u32) -> Result<()> {
         &[
             ("REDIS_URL", redis_url.as_str()),
             ("REFRESH_TOKEN_TTL", "20"),
+            ("REFRESH_FAMILY_LIFETIME", "60"),
             ("DPOP_MAX_AGE", "15"),
         ],
         "soak",
@@ -84,7 +87,15 @@ pub(crate) fn soak(minutes: f64, rate: u32) -> Result<()> {
         &redis,
         "mixed",
         &Durations::new(WARMUP_SECONDS, minutes * 60.0),
-        &["--rate", &rate_arg, "--sample-every", every],
+        &[
+            "--rate",
+            &rate_arg,
+            "--sample-every",
+            every,
+            // Clients sign in again before the 60 s family lifetime ends.
+            "--family-seconds",
+            "45",
+        ],
     )?;
     drop(server);
 

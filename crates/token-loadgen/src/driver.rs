@@ -98,6 +98,7 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         caller,
         htu: options.htu.clone(),
         verifier,
+        family_lifetime: options.family_lifetime,
     });
 
     let mut clients = Vec::with_capacity(options.concurrency);

@@ -103,6 +103,9 @@ pub struct Options {
     pub redis_url: Option<String>,
     /// How often memory is sampled.
     pub sample_every: Duration,
+    /// Virtual clients start a new refresh-token family after this long, as clients sign in
+    /// again before their grant's absolute lifetime ends (`None`: one family for the run).
+    pub family_lifetime: Option<Duration>,
 }
 
 impl Options {
@@ -123,6 +126,7 @@ impl Options {
             server_pid: None,
             redis_url: None,
             sample_every: Duration::from_secs(10),
+            family_lifetime: None,
         }
     }
 }

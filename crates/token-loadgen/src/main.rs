@@ -78,6 +78,10 @@ struct RunArgs {
     /// Seconds between memory samples.
     #[arg(long, default_value_t = 10.0)]
     sample_every: f64,
+    /// Start a new refresh-token family after this many seconds (a client signing in again
+    /// before its grant ends; default: one family per virtual client for the whole run).
+    #[arg(long)]
+    family_seconds: Option<f64>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -104,6 +108,10 @@ impl RunArgs {
             server_pid: self.server_pid,
             redis_url: self.redis_url,
             sample_every: seconds(self.sample_every, "sample-every")?,
+            family_lifetime: self
+                .family_seconds
+                .map(|s| seconds(s, "family-seconds"))
+                .transpose()?,
             ..Options::new(self.target)
         })
     }

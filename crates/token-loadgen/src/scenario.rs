@@ -197,6 +197,8 @@ pub(crate) struct Shared {
     pub(crate) caller: Option<MetadataValue<Ascii>>,
     pub(crate) htu: String,
     pub(crate) verifier: Option<Verifier>,
+    /// Start a new family after this long (a client signing in again before its grant ends).
+    pub(crate) family_lifetime: Option<std::time::Duration>,
 }
 
 /// One virtual client: its own DPoP key, its own families, one request in flight at a time.
@@ -212,6 +214,8 @@ pub(crate) struct VirtualClient {
     /// When the access token is renewed: half-way through its lifetime, so long runs (soak)
     /// never present an expired one.
     renew_access_at: Option<std::time::Instant>,
+    /// When the current refresh-token family was created.
+    family_started: std::time::Instant,
     sent: u64,
 }
 
@@ -245,6 +249,7 @@ impl VirtualClient {
             refresh_token: None,
             access_token: None,
             renew_access_at: None,
+            family_started: std::time::Instant::now(),
             sent: 0,
             shared,
         };
@@ -272,9 +277,14 @@ impl VirtualClient {
     async fn bootstrap(&mut self) -> Result<(), Failure> {
         let (family, access) = self.shared.scenario.needs();
         let dpop = self.shared.scenario == Scenario::RefreshDpop;
-        if family && self.refresh_token.is_none() {
+        let family_ended = self
+            .shared
+            .family_lifetime
+            .is_some_and(|lifetime| self.family_started.elapsed() >= lifetime);
+        if family && (self.refresh_token.is_none() || family_ended) {
             let tokens = self.generate(dpop).await?;
             self.refresh_token = Some(tokens.refresh_token);
+            self.family_started = std::time::Instant::now();
         }
         let renew = self
             .renew_access_at
@@ -369,9 +379,7 @@ impl VirtualClient {
     }
 
     async fn refresh(&mut self, dpop: bool) -> Result<(), Failure> {
-        if self.refresh_token.is_none() {
-            self.bootstrap().await?;
-        }
+        self.bootstrap().await?;
         let Some(token) = self.refresh_token.take() else {
             return Err(Failure("no refresh token".into()));
         };
