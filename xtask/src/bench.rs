@@ -119,7 +119,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         &durations,
         &["--rate", &open_rate],
     )?;
-    let peak_rss_kib = server.peak_rss_kib();
+    // token-loadgen reads the server's VmHWM with each run; the largest is the peak.
+    let peak_rss_kib = scenarios
+        .values()
+        .chain([&open_loop])
+        .filter_map(|r| r["server"]["peak_rss_kib"].as_u64())
+        .max();
     drop(server);
 
     let kms = if args.iter().any(|a| a == "--skip-kms") {

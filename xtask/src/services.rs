@@ -214,18 +214,6 @@ impl Server {
     pub(crate) fn pid(&self) -> u32 {
         self.process.child.id()
     }
-
-    /// `VmHWM` of the process, KiB.
-    pub(crate) fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    }
 }
 
 /// `sha256sum` of a string, hex (the form `CALLER_TOKEN_SHA256` takes).
