@@ -3,9 +3,10 @@
 //! `proto/token_service.proto` is compiled with `protox` (a pure-Rust protobuf compiler, so
 //! nobody needs `protoc`) into a `FileDescriptorSet`, which `tonic-prost-build` turns into
 //! messages, the server trait and the client. The output is committed under
-//! `crates/token-server/src/proto/` (included with `include!`, so rustfmt leaves it alone),
-//! together with the encoded descriptor set that gRPC server reflection serves. `--check`
-//! regenerates into a temporary directory and fails when the committed files differ.
+//! `crates/token-proto/src/` (included with `include!` by that crate's `lib.rs`, so rustfmt
+//! leaves it alone), together with the encoded descriptor set that gRPC server reflection
+//! serves. Clients (`token-loadgen`, the server's tests) and the server share that crate.
+//! `--check` regenerates into a temporary directory and fails when the committed files differ.
 
 use std::path::Path;
 
@@ -17,7 +18,7 @@ use crate::{reject_unknown, repo_root};
 /// The proto file whose generated code is committed.
 pub(crate) const SERVICE_PROTO: &str = "proto/token_service.proto";
 /// Where the generated files live, relative to the repository root.
-const OUT_DIR: &str = "crates/token-server/src/proto";
+const OUT_DIR: &str = "crates/token-proto/src";
 /// The generated files: the Rust module (named after the proto package) and the descriptor set.
 const OUTPUTS: [&str; 2] = ["token.v1.rs", "token_service_descriptor.bin"];
 

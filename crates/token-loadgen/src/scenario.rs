@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use token_dpop::ProofBuilder;
 use token_jwt::{Algorithm, AwsLcProvider, KeySet, Policy, PrivateKey};
-use token_server::proto::token_service_client::TokenServiceClient;
-use token_server::proto::{
+use token_proto::token_service_client::TokenServiceClient;
+use token_proto::{
     DPoPProof, GenerateTokensRequest, IntrospectTokenRequest, RefreshTokensRequest, TokenResponse,
     ValidateDPoPRequest,
 };
@@ -156,7 +156,7 @@ pub(crate) struct Verifier {
 impl Verifier {
     pub(crate) async fn fetch(channel: Channel) -> Result<Self, Error> {
         let jwks = TokenServiceClient::new(channel)
-            .get_jwks(token_server::proto::GetJwksRequest {})
+            .get_jwks(token_proto::GetJwksRequest {})
             .await
             .map_err(|s| Error::Setup(format!("GetJWKS: {s}")))?
             .into_inner()

@@ -3,7 +3,9 @@
 //!
 //! The server is thin: it parses configuration ([`config`]), wires the library crates together
 //! ([`state`]), maps their errors to gRPC statuses ([`errors`]) and exposes operations
-//! endpoints ([`admin`]). Token logic lives in `token-jwt`, `token-dpop` and `token-refresh`.
+//! endpoints ([`admin`]). Token logic lives in `token-jwt`, `token-dpop` and `token-refresh`;
+//! the generated messages and the `TokenService` trait it implements live in `token-proto`,
+//! whose descriptor set it serves through gRPC reflection.
 //!
 //! [`start`] runs a server in the current tokio runtime and returns its bound addresses, which
 //! is how the binary runs and how the end-to-end tests run it.
@@ -16,7 +18,6 @@ pub mod errors;
 pub mod fuzzing;
 pub mod keys;
 pub mod metrics;
-pub mod proto;
 pub mod service;
 pub mod state;
 pub mod telemetry;
@@ -25,11 +26,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use token_proto::token_service_server::TokenServiceServer;
 use tokio::sync::watch;
 
 use crate::auth::{CallerAuth, CallerAuthLayer};
 use crate::config::Config;
-use crate::proto::token_service_server::TokenServiceServer;
 use crate::service::TokenServiceImpl;
 use crate::state::AppState;
 pub use crate::state::StartError;
@@ -132,7 +133,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .set_serving::<TokenServiceServer<TokenServiceImpl>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(token_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| StartError::Other(e.to_string()))?;
 

@@ -9,17 +9,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use token_jwt::{AccessTokenBuilder, AsyncJwsSigner, Claims, CustomClaims, JwsEncoder};
+use token_proto::token_service_server::TokenService;
+use token_proto::{
+    DPoPProof, GenerateTokensRequest, GetJwksRequest, GetJwksResponse, IntrospectTokenRequest,
+    IntrospectTokenResponse, RefreshTokensRequest, RevokeTokenRequest, RevokeTokenResponse,
+    TokenResponse, ValidateDPoPRequest, ValidateDPoPResponse, revoke_token_request,
+};
 use token_refresh::{Family, FamilyId};
 use tonic::{Request, Response, Status};
 
 use crate::errors::{self, invalid_request};
 use crate::metrics as m;
-use crate::proto::token_service_server::TokenService;
-use crate::proto::{
-    DPoPProof, GenerateTokensRequest, GetJwksRequest, GetJwksResponse, IntrospectTokenRequest,
-    IntrospectTokenResponse, RefreshTokensRequest, RevokeTokenRequest, RevokeTokenResponse,
-    TokenResponse, ValidateDPoPRequest, ValidateDPoPResponse, revoke_token_request,
-};
 use crate::state::AppState;
 
 /// Longest subject, client id, audience or scope accepted.

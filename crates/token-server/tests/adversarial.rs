@@ -39,7 +39,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use token_dpop::{NonceIssuer, NonceKey, ProofBuilder, access_token_hash};
 use token_jwt::{Algorithm, CryptoProvider, JwsSigner, PrivateKey, RustCryptoProvider, random_id};
-use token_server::proto::{
+use token_proto::{
     DPoPProof, GenerateTokensRequest, IntrospectTokenRequest, RefreshTokensRequest,
     RevokeTokenRequest, TokenResponse, ValidateDPoPRequest, ValidateDPoPResponse,
     revoke_token_request::Target,

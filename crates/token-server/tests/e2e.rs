@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use token_dpop::ProofBuilder;
 use token_jwt::{Algorithm, JwkSet, KeySet, Policy, PrivateKey, all_providers};
-use token_server::proto::token_service_client::TokenServiceClient;
-use token_server::proto::{
+use token_proto::token_service_client::TokenServiceClient;
+use token_proto::{
     DPoPProof, GenerateTokensRequest, GetJwksRequest, IntrospectTokenRequest, RefreshTokensRequest,
     RevokeTokenRequest, ValidateDPoPRequest, revoke_token_request::Target,
 };

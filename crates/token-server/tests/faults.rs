@@ -37,12 +37,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use token_server::config::Config;
-use token_server::proto::token_service_client::TokenServiceClient;
-use token_server::proto::{
+use token_proto::token_service_client::TokenServiceClient;
+use token_proto::{
     IntrospectTokenRequest, RefreshTokensRequest, RevokeTokenRequest, TokenResponse,
     revoke_token_request::Target,
 };
+use token_server::config::Config;
 use token_store_redis::testing::{RedisCluster, RedisServer};
 use tonic::transport::Channel;
 use tonic::{Code, Status};

@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use token_dpop::ProofBuilder;
 use token_jwt::{Algorithm, PrivateKey, RustCryptoProvider};
-use token_server::auth::CallerAuth;
-use token_server::proto::{
+use token_proto::{
     DPoPProof, GenerateTokensRequest, GetJwksRequest, IntrospectTokenRequest, RefreshTokensRequest,
     RevokeTokenRequest, ValidateDPoPRequest, revoke_token_request::Target,
 };
+use token_server::auth::CallerAuth;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Request;
 

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use token_dpop::ProofBuilder;
 use token_jwt::{Algorithm, PrivateKey};
+use token_proto::token_service_client::TokenServiceClient;
+use token_proto::{DPoPProof, GenerateTokensRequest};
 use token_server::auth::CallerAuth;
 use token_server::config::Config;
-use token_server::proto::token_service_client::TokenServiceClient;
-use token_server::proto::{DPoPProof, GenerateTokensRequest};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
