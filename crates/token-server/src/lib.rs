@@ -5,7 +5,8 @@
 //! ([`state`]), maps their errors to gRPC statuses ([`errors`]) and exposes operations
 //! endpoints ([`admin`]). Token logic lives in `token-jwt`, `token-dpop` and `token-refresh`;
 //! the generated messages and the `TokenService` trait it implements live in `token-proto`,
-//! whose descriptor set it serves through gRPC reflection.
+//! whose descriptor set it serves through gRPC reflection (`grpc.reflection.v1` and
+//! `v1alpha`).
 //!
 //! [`start`] runs a server in the current tokio runtime and returns its bound addresses, which
 //! is how the binary runs and how the end-to-end tests run it.
@@ -132,9 +133,16 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     health_reporter
         .set_serving::<TokenServiceServer<TokenServiceImpl>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(token_proto::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: current tools ask for v1, older clients only know v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(token_proto::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .map_err(|e| StartError::Other(e.to_string()))?;
 
     let (shutdown, mut rx) = watch::channel(false);
@@ -168,7 +176,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .layer(CallerAuthLayer::new(auth))
         .add_service(service)
         .add_service(health)
-        .add_service(reflection);
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
     let mut grpc_rx = rx.clone();
     let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
         tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),

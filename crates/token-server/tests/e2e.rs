@@ -1,8 +1,9 @@
 //! End-to-end tests through a real tonic client against the server on ephemeral ports, with the
 //! in-memory store: every RPC's success path and error statuses, DPoP-bound generate, refresh
 //! and validate, verification against the published JWKS, reuse detection, introspection of a
-//! revoked family, caller authentication, the admin HTTP port, and the `token-service` binary
-//! started as a process (`cargo run` with no configuration; bad configuration).
+//! revoked family, caller authentication, the admin HTTP port, gRPC health and reflection (v1
+//! and v1alpha), and the `token-service` binary started as a process (`cargo run` with no
+//! configuration; bad configuration).
 
 #![allow(
     clippy::unwrap_used,
@@ -1122,6 +1123,54 @@ async fn health_service_answers_without_credentials() {
         status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+    h.server.shutdown().await.unwrap();
+}
+
+/// The services a reflection `ListServices` request names, through the generated types of one
+/// reflection version (`v1` or `v1alpha`: the same messages in two packages).
+macro_rules! services_by_reflection {
+    ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = ServerReflectionClient::new($channel)
+            .server_reflection_info(futures_util::stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = responses.message().await.unwrap().expect("a response");
+        match response.message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => list
+                .service
+                .into_iter()
+                .map(|s| s.name)
+                .collect::<Vec<String>>(),
+            other => panic!("not a service list: {other:?}"),
+        }
+    }};
+}
+
+#[tokio::test]
+async fn both_reflection_versions_list_the_service_without_credentials() {
+    let h = harness(&[]).await;
+    let channel = Channel::from_shared(format!("http://{}", h.server.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let v1 = services_by_reflection!(v1, channel.clone());
+    let v1alpha = services_by_reflection!(v1alpha, channel);
+    for (version, services) in [("v1", &v1), ("v1alpha", &v1alpha)] {
+        assert!(
+            services.iter().any(|s| s == "token.v1.TokenService"),
+            "reflection {version} lists {services:?}"
+        );
+    }
     h.server.shutdown().await.unwrap();
 }
 
