@@ -2,7 +2,10 @@
 //! of `fuzz/`, each for SECONDS.
 //!
 //! `fuzz/` is its own crate, outside the workspace, with one `[[bin]]` per target; each target
-//! calls a `<crate>::fuzzing` function. cargo-fuzz passes nightly-only flags to rustc;
+//! calls a `<crate>::fuzzing` function. A target whose `[[bin]]` has `required-features` (only
+//! `config_parse`, which needs the optional `token-server` dependency: feature `server`) is
+//! built with exactly those features, so the others build without the server, Redis or AWS.
+//! cargo-fuzz passes nightly-only flags to rustc;
 //! `RUSTC_BOOTSTRAP=1` lets the pinned stable toolchain take them, since no nightly toolchain
 //! can be installed here.
 //!
@@ -23,7 +26,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context as _, Result, bail};
 use xshell::{Shell, cmd};
 
-use crate::manifest::bin_names;
+use crate::manifest::{Bin, bins};
 use crate::{ensure_cargo_tool, heading, repo_root, root_shell, target_dir};
 
 const DEFAULT_SECONDS: u64 = 60;
@@ -35,6 +38,8 @@ const FAILURES: [&str; 4] = ["crash-", "leak-", "timeout-", "oom-"];
 /// What the fuzzer reported for one target, and its corpus afterwards.
 struct Report {
     target: String,
+    /// The `--features` arguments the target was built with (empty for most).
+    features: Vec<String>,
     execs: Option<u64>,
     execs_per_sec: Option<u64>,
     corpus: Option<(usize, u64)>,
@@ -79,20 +84,24 @@ pub(crate) fn fuzz(seconds: u64, keep: bool, wanted: &[String]) -> Result<()> {
             manifest.display()
         )
     })?;
-    let available = bin_names(&text);
+    let available = bins(&text);
     if available.is_empty() {
         bail!("{} declares no [[bin]] targets", manifest.display());
     }
-    if let Some(unknown) = wanted.iter().find(|t| !available.contains(t)) {
-        bail!(
-            "no fuzz target `{unknown}`; targets: {}",
-            available.join(", ")
-        );
+    if let Some(unknown) = wanted
+        .iter()
+        .find(|t| !available.iter().any(|bin| bin.name == **t))
+    {
+        let names: Vec<&str> = available.iter().map(|bin| bin.name.as_str()).collect();
+        bail!("no fuzz target `{unknown}`; targets: {}", names.join(", "));
     }
-    let targets = if wanted.is_empty() {
+    let targets: Vec<Bin> = if wanted.is_empty() {
         available
     } else {
-        wanted.to_vec()
+        available
+            .into_iter()
+            .filter(|bin| wanted.contains(&bin.name))
+            .collect()
     };
 
     let sh = root_shell()?;
@@ -100,7 +109,9 @@ pub(crate) fn fuzz(seconds: u64, keep: bool, wanted: &[String]) -> Result<()> {
     sh.set_var("RUSTC_BOOTSTRAP", "1");
     let scratch = target_dir()?.join("fuzz-scratch");
     let mut reports = Vec::new();
-    for target in &targets {
+    for bin in &targets {
+        let target = &bin.name;
+        let features = features_args(bin);
         let mode = if keep { "" } else { ", scratch corpus" };
         heading(&format!("fuzz {target} ({seconds}s{mode})"));
         let committed = root.join("fuzz/corpus").join(target);
@@ -118,9 +129,9 @@ pub(crate) fn fuzz(seconds: u64, keep: bool, wanted: &[String]) -> Result<()> {
             }
             copy
         };
-        let mut report = run_target(&root, target, &corpus, seconds)?;
+        let mut report = run_target(&root, target, &features, &corpus, seconds)?;
         if keep && report.failures.is_empty() {
-            minimize(&sh, target, &corpus)?;
+            minimize(&sh, target, &features, &corpus)?;
         }
         report.corpus = Some(corpus_size(&corpus)?);
         reports.push(report);
@@ -155,7 +166,10 @@ pub(crate) fn fuzz(seconds: u64, keep: bool, wanted: &[String]) -> Result<()> {
     }
     for r in &failed {
         for artifact in &r.failures {
-            println!("{}", regression_steps(&root, &r.target, artifact));
+            println!(
+                "{}",
+                regression_steps(&root, &r.target, &r.features, artifact)
+            );
         }
     }
     bail!(
@@ -174,14 +188,30 @@ fn fuzz_target_dir() -> Result<PathBuf> {
     Ok(target_dir()?.join("fuzz"))
 }
 
+/// `--features a,b` for a target with `required-features`, nothing for the others.
+fn features_args(bin: &Bin) -> Vec<String> {
+    if bin.required_features.is_empty() {
+        return Vec::new();
+    }
+    vec!["--features".to_owned(), bin.required_features.join(",")]
+}
+
 /// Runs one target on `corpus`, streaming libFuzzer's output and reading its final statistics.
-fn run_target(root: &Path, target: &str, corpus: &Path, seconds: u64) -> Result<Report> {
+fn run_target(
+    root: &Path,
+    target: &str,
+    features: &[String],
+    corpus: &Path,
+    seconds: u64,
+) -> Result<Report> {
     let artifacts = root.join("fuzz/artifacts").join(target);
     let before = artifact_names(&artifacts);
     let mut child = Command::new("cargo")
         .current_dir(root)
         .env("RUSTC_BOOTSTRAP", "1")
-        .args(["fuzz", "run", target])
+        .args(["fuzz", "run"])
+        .args(features)
+        .arg(target)
         .arg(corpus)
         .arg("--target-dir")
         .arg(fuzz_target_dir()?)
@@ -228,6 +258,7 @@ fn run_target(root: &Path, target: &str, corpus: &Path, seconds: u64) -> Result<
     }
     Ok(Report {
         target: target.to_owned(),
+        features: features.to_vec(),
         execs,
         execs_per_sec,
         corpus: None,
@@ -237,7 +268,7 @@ fn run_target(root: &Path, target: &str, corpus: &Path, seconds: u64) -> Result<
 
 /// `cargo fuzz cmin` on the corpus, keeping the hand-written seeds under their names, then the
 /// largest found inputs removed until the corpus fits [`CORPUS_CAP_BYTES`].
-fn minimize(sh: &Shell, target: &str, corpus: &Path) -> Result<()> {
+fn minimize(sh: &Shell, target: &str, features: &[String], corpus: &Path) -> Result<()> {
     let (files_before, bytes_before) = corpus_size(corpus)?;
     let seeds: Vec<(String, Vec<u8>)> = read_corpus(corpus)?
         .into_iter()
@@ -248,7 +279,7 @@ fn minimize(sh: &Shell, target: &str, corpus: &Path) -> Result<()> {
     let fuzz_target = fuzz_target_dir()?;
     let output = cmd!(
         sh,
-        "cargo fuzz cmin --target-dir {fuzz_target} {target} {corpus} -- -use_counters=0"
+        "cargo fuzz cmin {features...} --target-dir {fuzz_target} {target} {corpus} -- -use_counters=0"
     )
     .ignore_status()
     .output()?;
@@ -337,7 +368,7 @@ fn artifact_names(dir: &Path) -> BTreeSet<String> {
 
 /// How to turn a failing input of `target` into a regression test of the crate whose
 /// `fuzzing` function the target calls (read from `fuzz/fuzz_targets/<target>.rs`).
-fn regression_steps(root: &Path, target: &str, artifact: &Path) -> String {
+fn regression_steps(root: &Path, target: &str, features: &[String], artifact: &Path) -> String {
     let source = std::fs::read_to_string(root.join(format!("fuzz/fuzz_targets/{target}.rs")))
         .unwrap_or_default();
     let (krate, function) =
@@ -355,11 +386,13 @@ fn regression_steps(root: &Path, target: &str, artifact: &Path) -> String {
         .take(8)
         .collect();
     let shown = artifact.strip_prefix(root).unwrap_or(artifact).display();
+    // `--features server ` for a target that needs them, so each command builds it.
+    let features: String = features.iter().map(|arg| format!("{arg} ")).collect();
     format!(
         "\nfuzz target `{target}` failed on {shown}. To keep it as a regression test:
-  1. reproduce: RUSTC_BOOTSTRAP=1 cargo fuzz run {target} {shown}
-  2. shrink:    RUSTC_BOOTSTRAP=1 cargo fuzz tmin {target} {shown}
-     (and look at it with: RUSTC_BOOTSTRAP=1 cargo fuzz fmt {target} <file>)
+  1. reproduce: RUSTC_BOOTSTRAP=1 cargo fuzz run {features}{target} {shown}
+  2. shrink:    RUSTC_BOOTSTRAP=1 cargo fuzz tmin {features}{target} {shown}
+     (and look at it with: RUSTC_BOOTSTRAP=1 cargo fuzz fmt {features}{target} <file>)
   3. copy the (shrunk) input to {crate_dir}/tests/data/fuzz/{target}-{short}
      and to fuzz/corpus/{target}/, then add to a test file of {crate_dir}/tests/:
          #[test]
@@ -413,10 +446,50 @@ mod tests {
     }
 
     #[test]
+    fn regression_steps_build_a_target_with_its_features() {
+        let root = repo_root();
+        let artifact = root.join("fuzz/artifacts/config_parse/crash-0123456789abcdef");
+        let features = ["--features".to_owned(), "server".to_owned()];
+        let text = regression_steps(&root, "config_parse", &features, &artifact);
+        for step in ["run", "tmin", "fmt"] {
+            assert!(
+                text.contains(&format!(
+                    "cargo fuzz {step} --features server config_parse "
+                )),
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains("token_server::fuzzing::parse_config"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn only_the_config_target_needs_the_server() {
+        let manifest = std::fs::read_to_string(repo_root().join("fuzz/Cargo.toml")).unwrap();
+        let needing: Vec<(String, Vec<String>)> = bins(&manifest)
+            .into_iter()
+            .filter(|bin| !bin.required_features.is_empty())
+            .map(|bin| {
+                let args = features_args(&bin);
+                (bin.name, args)
+            })
+            .collect();
+        assert_eq!(
+            needing,
+            [(
+                "config_parse".to_owned(),
+                vec!["--features".to_owned(), "server".to_owned()]
+            )]
+        );
+    }
+
+    #[test]
     fn regression_steps_name_the_crate_and_function() {
         let root = repo_root();
         let artifact = root.join("fuzz/artifacts/jwk_parse/crash-0123456789abcdef");
-        let text = regression_steps(&root, "jwk_parse", &artifact);
+        let text = regression_steps(&root, "jwk_parse", &[], &artifact);
         assert!(
             text.contains(
                 "token_jwt::fuzzing::parse_jwk(include_bytes!(\"data/fuzz/jwk_parse-01234567\"))"

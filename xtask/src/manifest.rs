@@ -1,6 +1,6 @@
 //! Line-based reading and editing of the `Cargo.toml` layouts this repository writes (the root
 //! manifest's `[workspace.package]` and `[workspace.dependencies]`, `fuzz/Cargo.toml`'s
-//! `[[bin]]` tables), for `release.rs` and `fuzz.rs`.
+//! `[[bin]]` tables, with their `required-features`), for `release.rs` and `fuzz.rs`.
 //!
 //! A full TOML parser would be one more dependency for a few well-known lines; instead, every
 //! edit checks that it found what it expected, and `cargo package` reads the result.
@@ -48,14 +48,53 @@ pub(crate) fn quoted_value(line: &str, key: &str) -> Option<Range<usize>> {
     None
 }
 
-/// The `name`s of the `[[bin]]` tables of a Cargo.toml.
-pub(crate) fn bin_names(manifest: &str) -> Vec<String> {
-    table_lines(manifest, "[[bin]]")
-        .filter_map(|(_, line)| {
-            let range = quoted_value(line, "name")?;
-            line.get(range).map(str::to_owned)
-        })
-        .collect()
+/// A `[[bin]]` table of a Cargo.toml: its `name` and `required-features`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Bin {
+    pub(crate) name: String,
+    /// The features cargo needs turned on to build this binary (`required-features = [..]`,
+    /// written on one line).
+    pub(crate) required_features: Vec<String>,
+}
+
+/// The `[[bin]]` tables of a Cargo.toml that have a `name`, in order.
+pub(crate) fn bins(manifest: &str) -> Vec<Bin> {
+    let mut bins: Vec<Bin> = Vec::new();
+    let mut inside = false;
+    for line in manifest.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            inside = trimmed == "[[bin]]";
+            if inside {
+                bins.push(Bin {
+                    name: String::new(),
+                    required_features: Vec::new(),
+                });
+            }
+            continue;
+        }
+        let Some(bin) = bins.last_mut().filter(|_| inside) else {
+            continue;
+        };
+        if let Some(name) = quoted_value(line, "name").and_then(|range| line.get(range)) {
+            bin.name = name.to_owned();
+        } else if let Some(list) = trimmed
+            .strip_prefix("required-features")
+            .and_then(|rest| rest.trim_start().strip_prefix('='))
+        {
+            bin.required_features = list
+                .trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .split(',')
+                .map(|feature| feature.trim().trim_matches('"'))
+                .filter(|feature| !feature.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+    }
+    bins.retain(|bin| !bin.name.is_empty());
+    bins
 }
 
 #[cfg(test)]
@@ -63,7 +102,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_bin_names() {
+    fn reads_bins_and_their_required_features() {
         let manifest = r#"
 [package]
 name = "token-service-fuzz"
@@ -76,8 +115,22 @@ test = false
 [[bin]]
 name = "dpop_proof"
 path = "fuzz_targets/dpop_proof.rs"
+required-features = ["server", "extra"]
+
+[dependencies]
+name = "not a bin"
 "#;
-        assert_eq!(bin_names(manifest), ["jws_parse", "dpop_proof"]);
+        let bin = |name: &str, features: &[&str]| Bin {
+            name: name.to_owned(),
+            required_features: features.iter().map(|f| (*f).to_owned()).collect(),
+        };
+        assert_eq!(
+            bins(manifest),
+            [
+                bin("jws_parse", &[]),
+                bin("dpop_proof", &["server", "extra"])
+            ]
+        );
     }
 
     #[test]
