@@ -21,7 +21,9 @@
 //! against the server's JWKS and its DPoP binding: the correctness mode the tests use.
 //!
 //! The binary `token-loadgen` is the command-line front end; `cargo xtask bench` and
-//! `cargo xtask soak` run it against a release build of the server.
+//! `cargo xtask soak` run it against a release build of the server. It talks to the server
+//! through `token-proto`'s generated client only, so it builds without the server crate (and
+//! its Redis and AWS dependencies); only its integration test starts a server in-process.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), token_loadgen::Error> {
