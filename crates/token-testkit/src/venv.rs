@@ -10,7 +10,7 @@
 //! - how: `python3 -m venv`, then `pip install` of the pinned packages, once: an exclusive
 //!   lock on `<venv>.lock` keeps concurrent test binaries from installing at the same time,
 //!   and a marker file in the environment, holding the requirements it was made from, says
-//!   it is complete. A changed requirements file makes the next run install again.
+//!   it is complete. A changed requirement makes the next run install again.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -24,7 +24,8 @@ pub const REQUIREMENTS: &str = include_str!("../requirements.txt");
 /// The variable naming the environment's directory.
 pub const VENV_VAR: &str = "TOKEN_SERVICE_VENV";
 
-/// The marker of a complete environment, in its directory; it holds [`REQUIREMENTS`].
+/// The marker of a complete environment, in its directory; it holds the [`packages`] it was
+/// made with, one a line.
 const MARKER: &str = ".token-testkit-requirements";
 
 /// What the errors for a missing Python say.
@@ -37,6 +38,11 @@ pub fn packages() -> Vec<&'static str> {
         .map(|l| l.split('#').next().unwrap_or_default().trim())
         .filter(|l| !l.is_empty())
         .collect()
+}
+
+/// What the marker of a complete environment holds.
+fn marker_text() -> String {
+    packages().iter().map(|p| format!("{p}\n")).collect()
 }
 
 /// A complete Python virtual environment with the [`REQUIREMENTS`] installed.
@@ -100,7 +106,7 @@ impl Venv {
 
     fn is_complete(&self) -> bool {
         self.python().exists()
-            && std::fs::read_to_string(self.dir.join(MARKER)).is_ok_and(|m| m == REQUIREMENTS)
+            && std::fs::read_to_string(self.dir.join(MARKER)).is_ok_and(|m| m == marker_text())
     }
 
     /// Creates the environment (if there is no interpreter yet) and installs the packages.
@@ -136,7 +142,7 @@ impl Venv {
         // Written last and atomically: only a complete environment has it.
         let marker = dir.join(MARKER);
         let partial = dir.join(format!("{MARKER}.partial"));
-        std::fs::write(&partial, REQUIREMENTS)
+        std::fs::write(&partial, marker_text())
             .and_then(|()| std::fs::rename(&partial, &marker))
             .map_err(|e| FixtureError::new(format!("cannot write {}: {e}", marker.display())))
     }
@@ -268,7 +274,7 @@ mod tests {
         let dir = root.path().join("venv");
         std::fs::create_dir_all(dir.join("bin")).unwrap();
         std::fs::write(dir.join("bin/python"), "").unwrap();
-        std::fs::write(dir.join(MARKER), REQUIREMENTS).unwrap();
+        std::fs::write(dir.join(MARKER), marker_text()).unwrap();
         // No python3 or pip is run: nothing here could be installed.
         let venv = Venv::ready_at(&dir).unwrap();
         assert_eq!(venv.bin("moto_server"), dir.join("bin/moto_server"));
