@@ -29,10 +29,11 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
+use token_testkit::{RedisServer, Venv};
 use xshell::{Shell, cmd};
 
 use crate::services::{
-    CONCURRENCY, CONNECTIONS, Durations, Process, Redis, Server, errors, free_port, json_of, load,
+    CONCURRENCY, CONNECTIONS, Durations, Process, Server, errors, free_port, json_of, load,
 };
 use crate::{heading, reject_unknown, root_shell, target_dir};
 
@@ -88,7 +89,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     };
 
     heading("redis-server and the raw primitives");
-    let redis = Redis::start(&out)?;
+    let redis = RedisServer::start()?;
     let loadgen = bin.join("token-loadgen");
     let primitives = json_of(
         Command::new(&loadgen)
@@ -209,20 +210,14 @@ fn read_json(path: &Path) -> Result<Value> {
 
 /// The KMS runs: a KMS-held P-256 key (every signature is a KMS call) and a KMS-wrapped key
 /// (unwrapped once at start, then signed locally).
-fn kms(bin: &Path, out: &Path, redis: &Redis, durations: &Durations) -> Result<Value> {
-    let venv = target_dir()?.join("venv");
-    let python = venv.join("bin/python");
-    if !venv.join("bin/moto_server").exists() {
-        bail!(
-            "the moto emulator is not installed in {}: run `cargo xtask ci` once (its \
-             prerequisites step creates the venv), or pass --skip-kms",
-            venv.display()
-        );
-    }
+fn kms(bin: &Path, out: &Path, redis: &RedisServer, durations: &Durations) -> Result<Value> {
+    let venv = Venv::ready_at(&target_dir()?.join("venv"))
+        .context("the moto emulator's Python environment (or pass --skip-kms)")?;
+    let python = venv.python();
     let port = free_port()?;
     let url = format!("http://127.0.0.1:{port}");
     let _moto = Process::spawn(
-        Command::new(venv.join("bin/moto_server")).args(["-p", &port.to_string()]),
+        Command::new(venv.bin("moto_server")).args(["-p", &port.to_string()]),
         &out.join("moto.log"),
         port,
         "moto_server",

@@ -6,16 +6,13 @@
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
+use token_testkit::Venv;
 use xshell::{Shell, cmd};
 
 use crate::{
     codegen, deny, fuzz, heading, on_path, reject_unknown, release, repo_root, root_shell, soak,
     target_dir,
 };
-
-/// Python packages the KMS tests drive (a local AWS KMS emulator, and JWT checks from a second
-/// implementation). Pinned so every CI run tests against the same emulator.
-const PYTHON_PACKAGES: &[&str] = &["moto[server]==5.2.5", "PyJWT[crypto]==2.15.1"];
 
 /// Seconds each fuzz target runs in CI: a smoke test that every target builds, starts from its
 /// corpus and survives a short run; the long runs are `cargo xtask fuzz --time 600`.
@@ -112,22 +109,11 @@ fn prerequisites(sh: &Shell) -> Result<()> {
 
     if root.join("crates/token-kms").is_dir() {
         needed_any = true;
-        let venv = target_dir()?.join("venv");
-        let python = venv.join("bin/python");
-        if !python.exists() {
-            cmd!(sh, "python3 -m venv {venv}")
-                .run()
-                .context("cannot create the Python venv (is python3 with venv installed?)")?;
-        }
-        // A no-op when the pinned versions are already installed, so reruns stay fast.
-        cmd!(
-            sh,
-            "{python} -m pip install --quiet --disable-pip-version-check {PYTHON_PACKAGES...}"
-        )
-        .run()
-        .context("cannot install the Python test packages into the venv")?;
-        println!("Python venv ready: {}", venv.display());
-        sh.set_var("TOKEN_SERVICE_VENV", &venv);
+        // The same environment the tests' moto fixture creates when it is missing: the pinned
+        // packages of crates/token-testkit/requirements.txt, installed once.
+        let venv = Venv::ready_at(&target_dir()?.join("venv"))?;
+        println!("Python venv ready: {}", venv.dir().display());
+        sh.set_var(token_testkit::venv::VENV_VAR, venv.dir());
     }
 
     if !needed_any {

@@ -1,18 +1,19 @@
-//! The processes `cargo xtask bench` and `cargo xtask soak` run: a throwaway `redis-server`,
-//! the release `token-service` binary, and `token-loadgen` runs against them. Each process is
-//! killed when its handle is dropped, so an error never leaves one behind.
+//! The processes `cargo xtask bench` and `cargo xtask soak` run: a throwaway `redis-server`
+//! (token-testkit's fixture), the release `token-service` binary, and `token-loadgen` runs
+//! against them. Each process is killed when its handle is dropped, so an error never leaves
+//! one behind.
 #![allow(
     clippy::indexing_slicing,
     reason = "indexing a serde_json::Value by key yields Null when the key is missing: it never panics"
 )]
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde_json::Value;
+use token_testkit::RedisServer;
 use xshell::{Shell, cmd};
 
 /// Requests in flight during the closed-loop runs (the p99 condition).
@@ -56,7 +57,7 @@ pub(crate) fn json_of(command: &mut Command) -> Result<Value> {
 pub(crate) fn load(
     loadgen: &Path,
     server: &Server,
-    redis: &Redis,
+    redis: &RedisServer,
     scenario: &str,
     durations: &Durations,
     extra: &[&str],
@@ -72,7 +73,7 @@ pub(crate) fn load(
                 "--duration",
                 &durations.measure,
             ])
-            .args(["--server-pid", &server.pid().to_string()])
+            .args(["--server-pid", &server.pid()?.to_string()])
             .args(["--redis-url", &redis.url(), "--sample-every", "5"])
             .args(extra)
             .env("CALLER_TOKEN", CALLER),
@@ -101,79 +102,26 @@ pub(crate) fn errors(r: &Value) -> u64 {
         .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
 }
 
+/// A free loopback port (token-testkit's picker).
 pub(crate) fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(token_testkit::port::free_port()?)
 }
 
-/// Waits until something accepts connections on `port`.
-fn wait_for_port(port: u16, what: &str, child: &mut Child, log: &Path) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            bail!("{what} exited with {status}; its log: {}", log.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!(
-        "{what} is not listening on {port} after 30 s; its log: {}",
-        log.display()
-    )
-}
+/// How long a started service may take to listen.
+const START_LIMIT: Duration = Duration::from_secs(30);
 
-/// A child process, killed when dropped.
-pub(crate) struct Process {
-    child: Child,
-}
+/// A child process with its output in a log file, killed when dropped (token-testkit's).
+pub(crate) struct Process(token_testkit::Process);
 
 impl Process {
     /// Starts `command` with its output in `log` and waits until it listens on `port`.
     pub(crate) fn spawn(command: &mut Command, log: &Path, port: u16, what: &str) -> Result<Self> {
-        let file = std::fs::File::create(log)?;
-        let mut child = command
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()
+        let mut process = token_testkit::Process::spawn(command, log, "")
             .with_context(|| format!("starting {what}"))?;
-        wait_for_port(port, what, &mut child, log)?;
-        Ok(Process { child })
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A throwaway `redis-server` (no persistence) on a free port.
-pub(crate) struct Redis {
-    port: u16,
-    _process: Process,
-}
-
-impl Redis {
-    pub(crate) fn start(out: &Path) -> Result<Self> {
-        let port = free_port()?;
-        let process = Process::spawn(
-            Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"]),
-            &out.join("redis.log"),
-            port,
-            "redis-server (apt-get install redis-server)",
-        )?;
-        Ok(Redis {
-            port,
-            _process: process,
-        })
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        process
+            .wait_listening(port, START_LIMIT)
+            .with_context(|| format!("{what} did not come up; its log: {}", log.display()))?;
+        Ok(Process(process))
     }
 }
 
@@ -211,8 +159,8 @@ impl Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    pub(crate) fn pid(&self) -> u32 {
-        self.process.child.id()
+    pub(crate) fn pid(&self) -> Result<u32> {
+        self.process.0.id().context("token-service is not running")
     }
 }
 

@@ -18,9 +18,10 @@ use std::fmt::Write as _;
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
+use token_testkit::RedisServer;
 use xshell::cmd;
 
-use crate::services::{Durations, Redis, Server, errors, load};
+use crate::services::{Durations, Server, errors, load};
 use crate::{heading, root_shell, target_dir};
 
 /// Unmeasured seconds before memory is expected to be flat (longer than the family lifetime).
@@ -66,7 +67,7 @@ pub(crate) fn soak(minutes: f64, rate: u32) -> Result<()> {
     heading(&format!(
         "soak: mixed load, {rate} requests/s due (open loop), {minutes} min after {WARMUP_SECONDS} s of warm-up"
     ));
-    let redis = Redis::start(&out)?;
+    let redis = RedisServer::start()?;
     let redis_url = redis.url();
     let server = Server::start(
         &bin,

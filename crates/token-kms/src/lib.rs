@@ -7,9 +7,6 @@ mod error;
 #[cfg(feature = "aws")]
 mod kms;
 mod ring;
-#[cfg(feature = "testing")]
-#[doc(hidden)]
-pub mod testing;
 
 #[cfg(feature = "aws")]
 pub use breaker::{BreakerConfig, BreakerState};

@@ -1,9 +1,9 @@
 //! token-kms against a real KMS API: the `moto` server (a local AWS KMS emulator from PyPI),
 //! driven through the real `aws-sdk-kms` client. No mocks: every call is HTTP to moto.
 //!
-//! The fixture starts `moto_server` from the Python virtual environment named by
-//! `TOKEN_SERVICE_VENV` (`cargo xtask ci` creates it under the target directory and sets the
-//! variable). Without it the tests fail and say how to create it.
+//! The fixture (`token_testkit::moto`) starts `moto_server` from the Python virtual environment
+//! named by `TOKEN_SERVICE_VENV`, or else `<target dir>/venv`, and creates the environment
+//! there first when it is missing; when that fails the tests fail and say why.
 //!
 //! What moto cannot check is tested in the crate's unit tests against the KMS specification
 //! instead (see `src/kms/signer.rs`): `MessageType=DIGEST` (moto hashes the digest again) and
@@ -36,7 +36,8 @@ use token_kms::{
 const ISSUER: &str = "https://issuer.example";
 const AUDIENCE: &str = "https://api.example";
 
-use token_kms::testing::{Moto, admin, create_key, venv};
+use token_testkit::Venv;
+use token_testkit::moto::{Moto, admin, create_key, create_p256_signing_key};
 
 /// The library's client: dummy credentials and region in the SDK config (not the process
 /// environment), short timeouts, and a breaker that opens after 3 failures for 2 s.
@@ -112,7 +113,7 @@ print(json.dumps(out))
         "aud": AUDIENCE,
         "iss": ISSUER,
     });
-    let mut child = Command::new(venv().join("bin/python"))
+    let mut child = Command::new(Venv::ready().unwrap().python())
         .args(["-c", SCRIPT])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -143,11 +144,17 @@ fn kms_error(err: &token_jwt::Error) -> &Error {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_keys_sign_tokens_that_token_jwt_and_pyjwt_verify() {
-    let moto = Moto::start();
+    let moto = Moto::start().unwrap();
     let admin = admin(&moto.url());
-    let p256 = create_key(&admin, KeySpec::EccNistP256, KeyUsageType::SignVerify).await;
-    let p384 = create_key(&admin, KeySpec::EccNistP384, KeyUsageType::SignVerify).await;
-    let rsa = create_key(&admin, KeySpec::Rsa2048, KeyUsageType::SignVerify).await;
+    let p256 = create_key(&admin, KeySpec::EccNistP256, KeyUsageType::SignVerify)
+        .await
+        .unwrap();
+    let p384 = create_key(&admin, KeySpec::EccNistP384, KeyUsageType::SignVerify)
+        .await
+        .unwrap();
+    let rsa = create_key(&admin, KeySpec::Rsa2048, KeyUsageType::SignVerify)
+        .await
+        .unwrap();
     // An alias works like a key id.
     admin
         .create_alias()
@@ -231,7 +238,7 @@ async fn kms_keys_sign_tokens_that_token_jwt_and_pyjwt_verify() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_refuses_unusable_keys_with_clear_errors() {
-    let moto = Moto::start();
+    let moto = Moto::start().unwrap();
     let admin = admin(&moto.url());
     let client = client(&moto.url()).await;
 
@@ -246,7 +253,8 @@ async fn start_up_refuses_unusable_keys_with_clear_errors() {
         KeySpec::SymmetricDefault,
         KeyUsageType::EncryptDecrypt,
     )
-    .await;
+    .await
+    .unwrap();
     let err = KmsSigner::connect(&client, &symmetric).await.unwrap_err();
     // moto refuses GetPublicKey on a symmetric key, as KMS does; either way start-up fails
     // with the key named or its usage stated.
@@ -258,14 +266,18 @@ async fn start_up_refuses_unusable_keys_with_clear_errors() {
         "{err}"
     );
 
-    let k256 = create_key(&admin, KeySpec::EccSecgP256K1, KeyUsageType::SignVerify).await;
+    let k256 = create_key(&admin, KeySpec::EccSecgP256K1, KeyUsageType::SignVerify)
+        .await
+        .unwrap();
     let err = KmsSigner::connect(&client, &k256).await.unwrap_err();
     assert!(
         matches!(err, Error::UnsupportedKeySpec(ref s) if s == "ECC_SECG_P256K1"),
         "{err}"
     );
 
-    let p384 = create_key(&admin, KeySpec::EccNistP384, KeyUsageType::SignVerify).await;
+    let p384 = create_key(&admin, KeySpec::EccNistP384, KeyUsageType::SignVerify)
+        .await
+        .unwrap();
     let err = KmsSigner::builder(&client, &p384)
         .algorithm(Algorithm::ES256)
         .connect()
@@ -277,7 +289,9 @@ async fn start_up_refuses_unusable_keys_with_clear_errors() {
     // JWS PS256 (which real KMS uses). The start-up self-test catches exactly this kind of
     // signer: it refuses to start rather than mint tokens no verifier accepts. (PS256 itself is
     // tested against the specification in the unit tests.)
-    let rsa = create_key(&admin, KeySpec::Rsa2048, KeyUsageType::SignVerify).await;
+    let rsa = create_key(&admin, KeySpec::Rsa2048, KeyUsageType::SignVerify)
+        .await
+        .unwrap();
     let err = KmsSigner::builder(&client, &rsa)
         .algorithm(Algorithm::PS256)
         .connect()
@@ -299,13 +313,8 @@ async fn start_up_refuses_unusable_keys_with_clear_errors() {
 /// [`env_chain_child`]) so the test process's own environment stays untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_region_and_credentials_from_the_environment() {
-    let moto = Moto::start();
-    let key = create_key(
-        &admin(&moto.url()),
-        KeySpec::EccNistP256,
-        KeyUsageType::SignVerify,
-    )
-    .await;
+    let moto = Moto::start().unwrap();
+    let key = create_p256_signing_key(&moto.url()).await.unwrap();
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -350,20 +359,22 @@ async fn env_chain_child() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrapped_keys_survive_a_restart_and_refuse_the_wrong_key_or_tampering() {
-    let moto = Moto::start();
+    let moto = Moto::start().unwrap();
     let admin = admin(&moto.url());
     let wrapping = create_key(
         &admin,
         KeySpec::SymmetricDefault,
         KeyUsageType::EncryptDecrypt,
     )
-    .await;
+    .await
+    .unwrap();
     let other = create_key(
         &admin,
         KeySpec::SymmetricDefault,
         KeyUsageType::EncryptDecrypt,
     )
-    .await;
+    .await
+    .unwrap();
     let provider = RustCryptoProvider::new();
 
     let mut stored = Vec::new();
@@ -481,14 +492,9 @@ async fn sign_until_open(signer: &KmsSigner) -> Vec<String> {
 /// moto that keeps running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_killed_mid_run_fails_fast_then_probes_the_new_kms() {
-    let mut moto = Moto::start();
+    let mut moto = Moto::start().unwrap();
     let port = moto.port();
-    let key = create_key(
-        &admin(&moto.url()),
-        KeySpec::EccNistP256,
-        KeyUsageType::SignVerify,
-    )
-    .await;
+    let key = create_p256_signing_key(&moto.url()).await.unwrap();
     let client = client(&moto.url()).await;
     let signer = KmsSigner::connect(&client, &key).await.unwrap();
     mint(&signer, "up", 1_700_000_000).await.unwrap();
@@ -524,7 +530,7 @@ async fn kms_killed_mid_run_fails_fast_then_probes_the_new_kms() {
     ));
 
     // A new KMS on the same port; after the cool-down the breaker is half-open.
-    let moto2 = Moto::start_on(port);
+    let moto2 = Moto::start_on(port).unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(signer.breaker_state(), BreakerState::HalfOpen);
     // The probe reaches the new moto, which does not know the key (in-memory state).
@@ -586,13 +592,8 @@ impl Path {
 /// signing resumes with the same key; tokens from before and after verify with the same kid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn breaker_recovers_when_the_network_path_to_kms_returns() {
-    let moto = Moto::start();
-    let key = create_key(
-        &admin(&moto.url()),
-        KeySpec::EccNistP256,
-        KeyUsageType::SignVerify,
-    )
-    .await;
+    let moto = Moto::start().unwrap();
+    let key = create_p256_signing_key(&moto.url()).await.unwrap();
     let path = Path::open(0, moto.port()).await;
     let port = path.port;
     let client = client(&format!("http://127.0.0.1:{port}")).await;

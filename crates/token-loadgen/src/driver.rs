@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::procfs::ProcSample;
+use crate::redis;
 use crate::report::{Report, Sample};
-use crate::resp;
 use crate::scenario::{Shared, Verifier, VirtualClient};
 use crate::{Error, Options};
 
@@ -199,7 +199,7 @@ async fn sample(options: Options, schedule: Schedule) -> (Option<(f64, u64)>, Ve
     while next < schedule.until {
         if let Ok(now) = ProcSample::read(pid) {
             let redis_bytes = match &options.redis_url {
-                Some(url) => resp::used_memory(url).await.ok(),
+                Some(url) => redis::used_memory(url).await.ok(),
                 None => None,
             };
             timeline.push(Sample {

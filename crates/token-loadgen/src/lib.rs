@@ -45,8 +45,8 @@
 mod driver;
 pub mod primitives;
 pub mod procfs;
+mod redis;
 mod report;
-pub mod resp;
 mod scenario;
 
 use std::time::Duration;

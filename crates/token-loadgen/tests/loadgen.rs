@@ -17,7 +17,7 @@ use std::time::Duration;
 use token_loadgen::{Options, Scenario};
 use token_server::auth::CallerAuth;
 use token_server::config::Config;
-use token_store_redis::testing::RedisServer;
+use token_testkit::RedisServer;
 
 const CALLER: &str = "loadgen-test-caller";
 

@@ -12,35 +12,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use token_refresh::MemoryStore;
-use token_refresh::conformance::{self, Backend, BoxFuture, Harness, TaskFuture};
+use token_refresh::conformance::{self, Backend, Harness};
+use token_testkit::TokioHarness;
 
-struct Memory;
-
-impl Harness for Memory {
-    fn backend(&self) -> BoxFuture<'_, Backend> {
-        Box::pin(async { Backend::new(Arc::new(MemoryStore::new())) })
-    }
-    fn spawn(&self, task: TaskFuture) -> TaskFuture {
-        let handle = tokio::spawn(task);
-        Box::pin(async move {
-            if let Err(e) = handle.await {
-                std::panic::resume_unwind(e.into_panic());
-            }
-        })
-    }
-    fn sleep(&self, duration: Duration) -> TaskFuture {
-        Box::pin(tokio::time::sleep(duration))
-    }
-    fn concurrency_rounds(&self) -> usize {
-        50
-    }
+/// A fresh memory store per check, 50 concurrency rounds.
+fn memory() -> impl Harness {
+    TokioHarness::new(|| async { Backend::new(Arc::new(MemoryStore::new())) })
+        .with_concurrency_rounds(50)
 }
 
 macro_rules! checks {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $name() {
-            conformance::$name(&Memory).await;
+            conformance::$name(&memory()).await;
         }
     )*};
 }
@@ -73,18 +58,20 @@ checks!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_rotations() {
-    conformance::concurrent_rotations(&Memory, Memory.concurrency_rounds()).await;
+    let h = memory();
+    conformance::concurrent_rotations(&h, h.concurrency_rounds()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_grace_retries() {
-    conformance::concurrent_grace_retries(&Memory, Memory.concurrency_rounds()).await;
+    let h = memory();
+    conformance::concurrent_grace_retries(&h, h.concurrency_rounds()).await;
 }
 
 /// `run_all` is what other backends call; make sure it runs end to end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn run_all() {
-    conformance::run_all(&Memory).await;
+    conformance::run_all(&memory()).await;
 }
 
 /// The memory store's own bounds: lazy and explicit purging, and the family limit.

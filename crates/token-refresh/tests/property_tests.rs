@@ -9,31 +9,17 @@
 )]
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use proptest::prelude::*;
-use token_refresh::conformance::{Backend, BoxFuture, Harness, TaskFuture, model};
+use token_refresh::conformance::{Backend, Harness, model};
 use token_refresh::{
     FamilyId, MemoryStore, RefreshToken, RevokeOutcome, RotateOutcome, decide, decide_revoke,
 };
+use token_testkit::TokioHarness;
 
-struct Memory;
-
-impl Harness for Memory {
-    fn backend(&self) -> BoxFuture<'_, Backend> {
-        Box::pin(async { Backend::new(Arc::new(MemoryStore::new())) })
-    }
-    fn spawn(&self, task: TaskFuture) -> TaskFuture {
-        let handle = tokio::spawn(task);
-        Box::pin(async move {
-            if let Err(e) = handle.await {
-                std::panic::resume_unwind(e.into_panic());
-            }
-        })
-    }
-    fn sleep(&self, duration: Duration) -> TaskFuture {
-        Box::pin(tokio::time::sleep(duration))
-    }
+/// A fresh memory store per run.
+fn memory() -> impl Harness {
+    TokioHarness::new(|| async { Backend::new(Arc::new(MemoryStore::new())) })
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -50,7 +36,7 @@ proptest! {
     /// every step.
     #[test]
     fn model_agrees_with_memory_store(cfg in model::config_strategy(), ops in model::ops_strategy(80)) {
-        runtime().block_on(model::run(&Memory, &cfg, &ops));
+        runtime().block_on(model::run(&memory(), &cfg, &ops));
     }
 }
 

@@ -22,12 +22,14 @@ use token_proto::{
     DPoPProof, GenerateTokensRequest, GetJwksRequest, IntrospectTokenRequest, RefreshTokensRequest,
     RevokeTokenRequest, ValidateDPoPRequest, revoke_token_request::Target,
 };
-use token_store_redis::testing::RedisServer;
+use token_testkit::RedisServer;
+use token_testkit::moto::{self, Moto};
+use token_testkit::port::free_port;
 
 mod common;
 use common::{
-    CALLER, ISSUER, URI, authed, caller_digest, config, connect_when_up, dpop, free_port, generate,
-    harness, now, oauth_error, proof_builder,
+    CALLER, ISSUER, URI, authed, binary, binary_command, caller_digest, config, connect_when_up,
+    dpop, generate, harness, now, oauth_error, proof_builder, sigterm,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
@@ -693,17 +695,11 @@ async fn admin_endpoints() {
 
 #[tokio::test]
 async fn the_binary_starts_with_no_configuration_and_stops_on_sigterm() {
-    let (port, admin) = (free_port(), free_port());
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-service"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("ADMIN_PORT", admin.to_string())
+    let (port, admin) = (free_port().unwrap(), free_port().unwrap());
+    let child = binary_command(port, admin)
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut client = connect_when_up(port, "the server came up").await;
@@ -717,12 +713,7 @@ async fn the_binary_starts_with_no_configuration_and_stops_on_sigterm() {
     let e = client.generate_tokens(generate("x")).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
 
-    let pid = child.id().unwrap();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&child);
     let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
         .unwrap()
@@ -1240,8 +1231,8 @@ async fn shutdown_drains_in_flight_requests() {
 
 #[tokio::test]
 async fn the_binary_signs_with_a_kms_key_and_fails_closed_when_kms_is_down() {
-    let mut moto = token_kms::testing::Moto::start();
-    let key_id = token_kms::testing::create_p256_signing_key(&moto.url()).await;
+    let mut moto = Moto::start().unwrap();
+    let key_id = moto::create_p256_signing_key(&moto.url()).await.unwrap();
     let (child, mut client) =
         serve_with_kms(&moto.url(), &[("KMS_KEY_ID", &key_id)], "a KMS key").await;
     let keys = verifier(&mut client).await;
@@ -1272,9 +1263,7 @@ async fn the_binary_signs_with_a_kms_key_and_fails_closed_when_kms_is_down() {
 }
 
 fn kms_env(cmd: &mut tokio::process::Command, moto_url: &str) {
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("KMS_ENDPOINT_URL", moto_url)
+    cmd.env("KMS_ENDPOINT_URL", moto_url)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test");
@@ -1286,19 +1275,15 @@ async fn serve_with_kms(
     extra: &[(&str, &str)],
     what: &str,
 ) -> (tokio::process::Child, TokenServiceClient<Channel>) {
-    let (port, admin) = (free_port(), free_port());
+    let (port, admin) = (free_port().unwrap(), free_port().unwrap());
     let digest = caller_digest(CALLER);
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-service"));
+    let mut cmd = binary_command(port, admin);
     kms_env(&mut cmd, moto_url);
     let child = cmd
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("ADMIN_PORT", admin.to_string())
         .env("CALLER_TOKEN_SHA256", &digest)
         .envs(extra.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let client = connect_when_up(port, &format!("the server came up with {what}")).await;
@@ -1307,9 +1292,9 @@ async fn serve_with_kms(
 
 #[tokio::test]
 async fn keys_wrap_then_serve_with_the_wrapped_key() {
-    let moto = token_kms::testing::Moto::start();
-    let wrapping = token_kms::testing::create_wrapping_key(&moto.url()).await;
-    let mut wrap = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-service"));
+    let moto = Moto::start().unwrap();
+    let wrapping = moto::create_wrapping_key(&moto.url()).await.unwrap();
+    let mut wrap = binary();
     kms_env(&mut wrap, &moto.url());
     let out = wrap
         .args(["keys", "wrap", "--kms-key-id", &wrapping, "--alg", "EdDSA"])

@@ -42,15 +42,16 @@ use token_proto::{
     IntrospectTokenRequest, RefreshTokensRequest, RevokeTokenRequest, TokenResponse,
     revoke_token_request::Target,
 };
+use token_testkit::port::free_port;
 use token_server::config::Config;
-use token_store_redis::testing::{RedisCluster, RedisServer};
+use token_testkit::{RedisCluster, RedisServer};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 mod common;
 use common::{
-    CALLER, authed, binary_command, caller_digest, config, connect_when_up, free_port, generate,
-    oauth_error, signing_key_file,
+    CALLER, authed, binary_command, caller_digest, config, connect_when_up, generate, oauth_error,
+    signing_key_file, sigterm,
 };
 
 const PEPPER: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -797,7 +798,7 @@ async fn cluster_master_stopped(other_slots_must_not_fail: bool) {
 async fn sigterm_under_load_finishes_in_flight_and_exits_zero() {
     let redis = RedisServer::start().expect("redis-server");
     let url = redis.url();
-    let (port, admin) = (free_port(), free_port());
+    let (port, admin) = (free_port().unwrap(), free_port().unwrap());
     let log_file = std::env::temp_dir().join(format!(
         "token-server-faults-sigterm-{}.log",
         std::process::id()
@@ -815,7 +816,6 @@ async fn sigterm_under_load_finishes_in_flight_and_exits_zero() {
         .stderr(out)
         .spawn()
         .unwrap();
-    let pid = child.id().unwrap();
     let controls = Controls::new(TASKS);
     let mut tasks = Vec::new();
     for id in 0..TASKS {
@@ -834,11 +834,7 @@ async fn sigterm_under_load_finishes_in_flight_and_exits_zero() {
     let paused_at = Instant::now();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let sigterm_at = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&child);
     let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
         .expect("the process exits within the drain timeout")

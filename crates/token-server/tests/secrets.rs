@@ -24,7 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Request;
 
 mod common;
-use common::{connect_when_up, free_port};
+use common::{binary_command, connect_when_up, sigterm};
+use token_testkit::port::free_port;
 
 const CALLER: &str = "secret-caller-token-4f1c9a";
 const URI: &str = "https://as.example/token";
@@ -47,20 +48,14 @@ async fn no_token_proof_or_key_material_in_logs_or_metrics() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let (port, admin) = (free_port(), free_port());
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-service"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("ADMIN_PORT", admin.to_string())
+    let (port, admin) = (free_port().unwrap(), free_port().unwrap());
+    let mut child = binary_command(port, admin)
         .env("CALLER_TOKEN_SHA256", &digest)
         .env("SIGNING_KEY_FILE", &key_file)
         .env("RUST_LOG", "trace")
         .env("LOG_FORMAT", "json")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     // Drain both pipes from the start: TRACE output would fill a pipe and block the server.
@@ -228,13 +223,10 @@ async fn no_token_proof_or_key_material_in_logs_or_metrics() {
     );
 
     // Stop the server and collect everything it wrote.
-    let pid = child.id().unwrap();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait())
+    sigterm(&child);
+    tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await
+        .expect("the server exits within 20 s of SIGTERM")
         .unwrap();
     let out = out_task.await.unwrap() + &err_task.await.unwrap();
     // The capture works: the server's own events are there.

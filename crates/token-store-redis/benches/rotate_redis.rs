@@ -1,4 +1,4 @@
-//! Rotations per second against a local `redis-server` (started by the crate's own fixture,
+//! Rotations per second against a local `redis-server` (started by the token-testkit fixtures,
 //! standalone and a 3-master Cluster), through the `Rotator`: token parse, HMAC, one
 //! `EVALSHA` round trip, successor returned.
 //!
@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use token_refresh::{FamilyId, Pepper, Rotator, RotatorConfig};
-use token_store_redis::testing::{RedisCluster, RedisServer};
 use token_store_redis::{RedisConfig, RedisStore};
+use token_testkit::{RedisCluster, RedisServer};
 
 const T0: i64 = 1_700_000_000;
 /// Rotations in flight at once in the concurrent benchmark (one family each).

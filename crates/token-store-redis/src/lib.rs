@@ -17,10 +17,6 @@ mod events;
 mod replay;
 mod store;
 
-#[cfg(feature = "testing")]
-#[doc(hidden)]
-pub mod testing;
-
 pub use config::{
     DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_POOL_SIZE,
     DEFAULT_TTL_MARGIN, Deployment, MAX_KEY_PREFIX_BYTES, MAX_POOL_SIZE, ReconnectPolicy,

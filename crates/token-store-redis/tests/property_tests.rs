@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use token_refresh::conformance::{Backend, BoxFuture, Harness, TaskFuture, model};
+use token_refresh::conformance::{Backend, Harness, model};
 use token_refresh::{
     FamilyId, FamilyStore, RevocationList, RevokeOutcome, RotateOutcome, decide, decide_revoke,
 };
-use token_store_redis::testing::{RedisCluster, RedisServer};
 use token_store_redis::{ReconnectPolicy, RedisConfig, RedisStore};
+use token_testkit::{RedisCluster, RedisServer, TokioHarness};
 
 fn fresh_prefix() -> String {
     format!("p{}:", FamilyId::generate().unwrap())
@@ -37,25 +37,13 @@ async fn connect(url: &str, prefix: &str) -> RedisStore {
     RedisStore::connect(config).await.unwrap()
 }
 
-struct RedisHarness {
-    url: String,
-}
-
-impl Harness for RedisHarness {
-    fn backend(&self) -> BoxFuture<'_, Backend> {
-        Box::pin(async { Backend::new(Arc::new(connect(&self.url, &fresh_prefix()).await)) })
-    }
-    fn spawn(&self, task: TaskFuture) -> TaskFuture {
-        let handle = tokio::spawn(task);
-        Box::pin(async move {
-            if let Err(e) = handle.await {
-                std::panic::resume_unwind(e.into_panic());
-            }
-        })
-    }
-    fn sleep(&self, duration: Duration) -> TaskFuture {
-        Box::pin(tokio::time::sleep(duration))
-    }
+/// The model-based driver's harness on the Redis at `url`: each backend is a new connection
+/// with a fresh key prefix.
+fn harness(url: String) -> impl Harness {
+    TokioHarness::new(move || {
+        let url = url.clone();
+        async move { Backend::new(Arc::new(connect(&url, &fresh_prefix()).await)) }
+    })
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -90,7 +78,7 @@ fn start_cluster() -> RedisCluster {
 
 fn model_test(url: String, cases: u32) {
     let rt = runtime();
-    let h = RedisHarness { url };
+    let h = harness(url);
     runner(cases)
         .run(
             &(model::config_strategy(), model::ops_strategy(60)),

@@ -1,4 +1,4 @@
-//! Against real `redis-server` processes started by the fixtures (`token_store_redis::testing`):
+//! Against real `redis-server` processes started by the fixtures (`token_testkit`):
 //! the token-refresh conformance suite on a standalone server and on a 3-master Cluster,
 //! round trips per rotation, TTLs on every key, the DPoP replay cache, and faults (server
 //! killed and restarted, server stalled past the timeout, pub/sub connection cut, garbage in
@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use token_dpop::{ReplayCache, ReplayError, ReplayKey};
-use token_refresh::conformance::{self, Backend, BoxFuture, Harness, T0, TaskFuture};
+use token_refresh::conformance::{self, Backend, Harness, T0};
 use token_refresh::{
     Error, FamilyId, FamilyStore, Pepper, RevocationList, RevocationReason, RevokeOutcome,
     RevokeRequest, Rotator, RotatorConfig,
 };
-use token_store_redis::testing::{RedisCluster, RedisSentinel, RedisServer, Reply};
 use token_store_redis::{ReconnectPolicy, RedisConfig, RedisConfigBuilder, RedisStore};
+use token_testkit::{RedisCluster, RedisSentinel, RedisServer, Reply, TokioHarness};
 
 // ---- harness ---------------------------------------------------------------------------
 
@@ -41,38 +41,14 @@ async fn connect(builder: RedisConfigBuilder) -> RedisStore {
     RedisStore::connect(builder.build().unwrap()).await.unwrap()
 }
 
-struct RedisHarness {
-    url: String,
-    resp3: bool,
-}
-
-impl RedisHarness {
-    fn new(url: String) -> Self {
-        RedisHarness { url, resp3: true }
-    }
-}
-
-impl Harness for RedisHarness {
-    fn backend(&self) -> BoxFuture<'_, Backend> {
-        Box::pin(async {
-            let store = connect(config(&self.url, &fresh_prefix()).resp3(self.resp3)).await;
-            Backend::new(Arc::new(store))
-        })
-    }
-    fn spawn(&self, task: TaskFuture) -> TaskFuture {
-        let handle = tokio::spawn(task);
-        Box::pin(async move {
-            if let Err(e) = handle.await {
-                std::panic::resume_unwind(e.into_panic());
-            }
-        })
-    }
-    fn sleep(&self, duration: Duration) -> TaskFuture {
-        Box::pin(tokio::time::sleep(duration))
-    }
-    fn concurrency_rounds(&self) -> usize {
-        30
-    }
+/// The conformance suite's harness on the Redis at `url`: each backend is a new connection
+/// with a fresh key prefix; 30 concurrency rounds.
+fn harness(url: String, resp3: bool) -> impl Harness {
+    TokioHarness::new(move || {
+        let builder = config(&url, &fresh_prefix()).resp3(resp3);
+        async move { Backend::new(Arc::new(connect(builder).await)) }
+    })
+    .with_concurrency_rounds(30)
 }
 
 fn start_server() -> RedisServer {
@@ -100,26 +76,21 @@ fn rotator(store: &RedisStore) -> Rotator {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_standalone() {
     let server = start_server();
-    conformance::run_all(&RedisHarness::new(server.url())).await;
+    conformance::run_all(&harness(server.url(), true)).await;
 }
 
 /// The suite once more over RESP2 (`resp3(false)`, for servers older than 6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_standalone_resp2() {
     let server = start_server();
-    let h = RedisHarness {
-        url: server.url(),
-        resp3: false,
-    };
-    conformance::run_all(&h).await;
+    conformance::run_all(&harness(server.url(), false)).await;
 }
 
 /// And through Sentinel (`redis-sentinel://...?sentinelServiceName=mymaster`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_sentinel() {
     let sentinel = RedisSentinel::start().unwrap_or_else(|e| panic!("{e}"));
-    let h = RedisHarness::new(sentinel.url());
-    conformance::run_all(&h).await;
+    conformance::run_all(&harness(sentinel.url(), true)).await;
     let store = connect(config(&sentinel.url(), "s:")).await;
     assert_eq!(store.deployment(), token_store_redis::Deployment::Sentinel);
 }
@@ -128,7 +99,7 @@ async fn conformance_sentinel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_cluster() {
     let cluster = start_cluster();
-    conformance::run_all(&RedisHarness::new(cluster.url())).await;
+    conformance::run_all(&harness(cluster.url(), true)).await;
 }
 
 // ---- round trips and key hygiene --------------------------------------------------------
@@ -208,12 +179,12 @@ async fn every_key_expires() {
     let store = connect(config(&server.url(), &prefix)).await;
     let r = rotator(&store);
     let (t0, f) = r.issue("alice", "app", &[], None, T0).await.unwrap();
-    let t1 = r
-        .refresh(t0.as_str(), None, None, T0 + 1)
-        .await
-        .unwrap()
-        .token;
-    let _ = r.refresh(t0.as_str(), None, None, T0 + 2).await; // reuse: revoked and listed
+    r.refresh(t0.as_str(), None, None, T0 + 1).await.unwrap();
+    // Reuse: the family is revoked and listed.
+    assert!(matches!(
+        r.refresh(t0.as_str(), None, None, T0 + 2).await,
+        Err(Error::ReuseDetected)
+    ));
     let (_, g) = r.issue("bob", "app", &[], None, T0).await.unwrap();
     r.revoke_subject("bob", T0 + 3).await.unwrap();
     assert!(
@@ -222,7 +193,6 @@ async fn every_key_expires() {
             .await
             .unwrap()
     );
-    drop(t1);
 
     let Reply::Array(Some(keys)) = server.command(&["KEYS", &format!("{prefix}*")]).unwrap() else {
         panic!("KEYS")

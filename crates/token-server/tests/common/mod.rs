@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: an in-process server with a client
 //! ([`harness`]), authenticated requests, and the server processes the binary tests start.
+//! Generic fixtures (ports, Redis, the KMS emulator) come from `token_testkit`.
 
 #![allow(dead_code, reason = "each test binary uses a subset of these helpers")]
 
@@ -122,25 +123,29 @@ pub(crate) async fn connect_when_up(port: u16, what: &str) -> TokenServiceClient
     panic!("{what}: nothing listening on port {port} after 10 s");
 }
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The `token-service` binary with a clean environment (`PATH` only), to listen on
-/// 127.0.0.1:`port` (admin HTTP on `admin`), killed when dropped: add variables, then spawn.
-pub(crate) fn binary_command(port: u16, admin: u16) -> tokio::process::Command {
+/// The `token-service` binary with a clean environment (`PATH` only), killed when dropped:
+/// add arguments and variables, then spawn or run it.
+pub(crate) fn binary() -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-service"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("ADMIN_PORT", admin.to_string())
         .kill_on_drop(true);
     cmd
+}
+
+/// [`binary`], to listen on 127.0.0.1:`port` (admin HTTP on `admin`).
+pub(crate) fn binary_command(port: u16, admin: u16) -> tokio::process::Command {
+    let mut cmd = binary();
+    cmd.env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("ADMIN_PORT", admin.to_string());
+    cmd
+}
+
+/// Sends SIGTERM to the server process `child` (asserting it is still running).
+pub(crate) fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("the server process is running");
+    token_testkit::process::terminate(pid).unwrap();
 }
 
 /// A new ES256 key as a PKCS#8 PEM file in the temporary directory, for `SIGNING_KEY_FILE`
