@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tonic::Status;
 
-use crate::errors::with_oauth_error;
+use crate::status::with_oauth_error;
 
 /// The exact paths served without caller credentials: the public JWKS, liveness, and API
 /// discovery. Exact matches, never prefixes, so no path that merely starts like one of them

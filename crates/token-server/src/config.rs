@@ -1,59 +1,546 @@
 //! Configuration from the environment, validated as a whole at start-up.
 //!
-//! Every variable is read here and nowhere else; every error names the variable it is about.
-//! [`Config::from_env`] reads the process environment, [`Config::from_vars`] any map (tests).
-//! Secrets read here (caller-token digests are not secrets; the nonce key and the pepper are)
-//! are zeroized and never printed by `Debug`.
+//! One table, [`VARIABLES`], names every variable the server reads with what it accepts, its
+//! default and its meaning. Everything else is derived from it: the parser takes each default
+//! and range from the table, [`markdown_table`] renders the README's configuration table (and
+//! `token-service config table` prints it), and [`Config::effective`] reports the value in
+//! force for each variable (`token-service config check`).
+//!
+//! Every variable is read here and nowhere else, and every check of a value happens here, so a
+//! configuration that [`Config::from_vars`] accepts starts (or fails only on what cannot be
+//! known without I/O: a file's contents, a reachable Redis, a KMS key). Every error names its
+//! variable. Secrets (the refresh-token pepper, the DPoP nonce key) are held in their zeroizing
+//! library types and never printed by `Debug` or [`Config::effective`].
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
+use token_dpop::NonceKey;
+use token_refresh::Pepper;
+use token_store_redis::RedisConfig;
 use zeroize::Zeroizing;
 
 /// A configuration error, naming the variable.
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {reason}")]
+#[non_exhaustive]
 pub struct ConfigError {
     /// The environment variable.
     pub var: &'static str,
-    /// What is wrong with it.
+    /// What is wrong with it, and how to fix it where that is not obvious.
     pub reason: String,
 }
 
-fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        var,
-        reason: reason.into(),
-    }
-}
-
-/// Where families, revocations and DPoP replay entries live.
-#[derive(Clone, PartialEq, Eq)]
-pub enum StoreConfig {
-    /// In this process only (the embedded default; one instance).
-    Memory,
-    /// Redis, standalone or Cluster, at this URL.
-    Redis(String),
-}
-
-impl fmt::Debug for StoreConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreConfig::Memory => f.write_str("Memory"),
-            // The URL may carry a password.
-            StoreConfig::Redis(_) => f.write_str("Redis(..)"),
+impl ConfigError {
+    /// An error about `var`.
+    pub fn new(var: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            var,
+            reason: reason.into(),
         }
     }
 }
 
+fn err(var: &Variable, reason: impl Into<String>) -> ConfigError {
+    ConfigError::new(var.name, reason)
+}
+
+/// What a variable accepts, and its default.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum Accepts {
+    /// A whole number from `min` to `max`; `unit` is printed after it in the table.
+    Number {
+        /// The value when the variable is unset.
+        default: u64,
+        /// The smallest value accepted.
+        min: u64,
+        /// The largest value accepted.
+        max: u64,
+        /// `"seconds"`, `"ms"`, `""`…
+        unit: &'static str,
+    },
+    /// `true` or `false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+    Flag {
+        /// The value when the variable is unset.
+        default: bool,
+    },
+    /// One of `choices`, spelt exactly.
+    Choice {
+        /// The value when the variable is unset.
+        default: &'static str,
+        /// Every value accepted.
+        choices: &'static [&'static str],
+    },
+    /// Text of the form `form` (an address, a URL, a path, a list…); `default` says what an
+    /// unset variable means, as the table shows it (`-`: nothing).
+    Text {
+        /// What the variable holds when unset.
+        default: &'static str,
+        /// The form of an accepted value.
+        form: &'static str,
+    },
+    /// A secret key in hexadecimal of `min_bytes` to `max_bytes` bytes; `default` says what
+    /// an unset variable means.
+    HexKey {
+        /// What an unset variable means.
+        default: &'static str,
+        /// The shortest key accepted, in bytes.
+        min_bytes: usize,
+        /// The longest key accepted, in bytes.
+        max_bytes: usize,
+    },
+}
+
+/// One environment variable the server reads.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct Variable {
+    /// The variable's name.
+    pub name: &'static str,
+    /// What it accepts and its default.
+    pub accepts: Accepts,
+    /// What it means (Markdown, one line).
+    pub description: &'static str,
+}
+
+impl Variable {
+    /// The default as the README's table shows it.
+    pub fn default_text(&self) -> String {
+        match self.accepts {
+            Accepts::Number { default, .. } => default.to_string(),
+            Accepts::Flag { default } => default.to_string(),
+            Accepts::Choice { default, .. } => default.to_owned(),
+            Accepts::Text { default, .. } | Accepts::HexKey { default, .. } => default.to_owned(),
+        }
+    }
+
+    /// What the variable accepts, as the README's table shows it.
+    pub fn accepts_text(&self) -> String {
+        match self.accepts {
+            Accepts::Number { min, max, unit, .. } => {
+                let unit = if unit.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {unit}")
+                };
+                format!("{min} to {max}{unit}")
+            }
+            Accepts::Flag { .. } => "`true` or `false`".to_owned(),
+            Accepts::Choice { choices, .. } => choices
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Accepts::Text { form, .. } => form.to_owned(),
+            Accepts::HexKey {
+                min_bytes,
+                max_bytes,
+                ..
+            } if min_bytes == max_bytes => {
+                format!("{min_bytes} bytes in hex ({} digits)", 2 * min_bytes)
+            }
+            Accepts::HexKey {
+                min_bytes,
+                max_bytes,
+                ..
+            } => format!("{min_bytes} to {max_bytes} bytes in hex"),
+        }
+    }
+}
+
+/// The variables, one constant each, so the parser and [`VARIABLES`] name the same values.
+pub mod vars {
+    use super::{Accepts, Variable};
+
+    const DAY: u64 = 86_400;
+
+    const fn number(
+        name: &'static str,
+        default: u64,
+        min: u64,
+        max: u64,
+        unit: &'static str,
+        description: &'static str,
+    ) -> Variable {
+        Variable {
+            name,
+            accepts: Accepts::Number {
+                default,
+                min,
+                max,
+                unit,
+            },
+            description,
+        }
+    }
+
+    const fn text(
+        name: &'static str,
+        default: &'static str,
+        form: &'static str,
+        description: &'static str,
+    ) -> Variable {
+        Variable {
+            name,
+            accepts: Accepts::Text { default, form },
+            description,
+        }
+    }
+
+    /// `HOST`.
+    pub const HOST: Variable = text(
+        "HOST",
+        "0.0.0.0",
+        "an IPv4 or IPv6 address",
+        "Bind address of the gRPC and admin ports",
+    );
+    /// `PORT`.
+    pub const PORT: Variable = number("PORT", 50052, 0, 65_535, "", "gRPC port (0: any free port)");
+    /// `ADMIN_PORT`.
+    pub const ADMIN_PORT: Variable = number(
+        "ADMIN_PORT",
+        9090,
+        0,
+        65_535,
+        "",
+        "Admin HTTP port: /metrics, /healthz, /readyz, /.well-known/jwks.json; must differ from `PORT`",
+    );
+    /// `REDIS_URL`.
+    pub const REDIS_URL: Variable = text(
+        "REDIS_URL",
+        "-",
+        "`redis://`, `rediss://`, `redis-cluster://`, `redis-sentinel://` (or `valkey…`) URL",
+        "Redis store; unset: in-memory store, one instance only. With it, `REFRESH_TOKEN_PEPPER` is required",
+    );
+    /// `REDIS_POOL_SIZE`.
+    pub const REDIS_POOL_SIZE: Variable = number(
+        "REDIS_POOL_SIZE",
+        4,
+        1,
+        64,
+        "",
+        "Redis connections per instance",
+    );
+    /// `REDIS_COMMAND_TIMEOUT_MS`.
+    pub const REDIS_COMMAND_TIMEOUT_MS: Variable = number(
+        "REDIS_COMMAND_TIMEOUT_MS",
+        1000,
+        10,
+        60_000,
+        "ms",
+        "A Redis command slower than this fails with UNAVAILABLE (nothing is issued)",
+    );
+    /// `KMS_KEY_ID`.
+    pub const KMS_KEY_ID: Variable = text(
+        "KMS_KEY_ID",
+        "-",
+        "a KMS key id or ARN",
+        "AWS KMS key to sign with",
+    );
+    /// `SIGNING_KEY_FILE`.
+    pub const SIGNING_KEY_FILE: Variable = text(
+        "SIGNING_KEY_FILE",
+        "-",
+        "a path",
+        "PKCS#8 PEM, private JWK or wrapped-key file to sign with (not with `KMS_KEY_ID`); neither: an ephemeral key",
+    );
+    /// `KMS_ENDPOINT_URL`.
+    pub const KMS_ENDPOINT_URL: Variable = text(
+        "KMS_ENDPOINT_URL",
+        "-",
+        "a URL",
+        "KMS endpoint override (private endpoints, emulators); the AWS SDK also reads `AWS_ENDPOINT_URL_KMS`. Region and credentials come from the standard AWS chain",
+    );
+    /// `WRAPPING_KMS_KEY_ID`.
+    pub const WRAPPING_KMS_KEY_ID: Variable = text(
+        "WRAPPING_KMS_KEY_ID",
+        "-",
+        "a KMS key id or ARN",
+        "KMS key that unwraps a wrapped `SIGNING_KEY_FILE` (made by `token-service keys wrap`); default: the key named in the blob",
+    );
+    /// `KEY_ROTATION_PERIOD`.
+    pub const KEY_ROTATION_PERIOD: Variable = number(
+        "KEY_ROTATION_PERIOD",
+        30 * DAY,
+        3_600,
+        3 * 365 * DAY,
+        "seconds",
+        "How long a key signs before the next takes over; keys the server generates rotate by themselves, provided keys are only reported due",
+    );
+    /// `SIGNING_ALG`.
+    pub const SIGNING_ALG: Variable = Variable {
+        name: "SIGNING_ALG",
+        accepts: Accepts::Choice {
+            default: "ES256",
+            choices: &["ES256", "EdDSA"],
+        },
+        description: "Algorithm of a generated key",
+    };
+    /// `ISSUER`.
+    pub const ISSUER: Variable = text(
+        "ISSUER",
+        "http://localhost:<PORT>",
+        "text without control characters",
+        "`iss` of every token",
+    );
+    /// `DEFAULT_AUDIENCE`.
+    pub const DEFAULT_AUDIENCE: Variable = text(
+        "DEFAULT_AUDIENCE",
+        "-",
+        "a comma-separated list",
+        "`aud` when a request names none",
+    );
+    /// `ACCESS_TOKEN_TTL`.
+    pub const ACCESS_TOKEN_TTL: Variable = number(
+        "ACCESS_TOKEN_TTL",
+        900,
+        1,
+        DAY,
+        "seconds",
+        "Access token lifetime; also the cap of per-request TTLs",
+    );
+    /// `REFRESH_TOKEN_TTL`.
+    pub const REFRESH_TOKEN_TTL: Variable = number(
+        "REFRESH_TOKEN_TTL",
+        604_800,
+        1,
+        365 * DAY,
+        "seconds",
+        "Refresh token idle lifetime, renewed by each rotation",
+    );
+    /// `REFRESH_FAMILY_LIFETIME`.
+    pub const REFRESH_FAMILY_LIFETIME: Variable = number(
+        "REFRESH_FAMILY_LIFETIME",
+        30 * DAY,
+        1,
+        3 * 365 * DAY,
+        "seconds",
+        "Absolute lifetime of a refresh-token family, at least `REFRESH_TOKEN_TTL`; rotation never extends it",
+    );
+    /// `REFRESH_GRACE_SECONDS`.
+    pub const REFRESH_GRACE_SECONDS: Variable = number(
+        "REFRESH_GRACE_SECONDS",
+        0,
+        0,
+        300,
+        "seconds",
+        "Window in which a retried refresh gets the same successor (0: off)",
+    );
+    /// `REFRESH_GRACE_MAX_USES`.
+    pub const REFRESH_GRACE_MAX_USES: Variable = number(
+        "REFRESH_GRACE_MAX_USES",
+        1,
+        1,
+        10,
+        "",
+        "Retries allowed within the grace window",
+    );
+    /// `REFRESH_TOKEN_PEPPER`.
+    pub const REFRESH_TOKEN_PEPPER: Variable = Variable {
+        name: "REFRESH_TOKEN_PEPPER",
+        accepts: Accepts::HexKey {
+            default: "required with `REDIS_URL`; else random",
+            min_bytes: 32,
+            max_bytes: 1024,
+        },
+        description: "Key of the refresh-token hashes, shared by all instances (`openssl rand -hex 32`)",
+    };
+    /// `DPOP_MAX_AGE`.
+    pub const DPOP_MAX_AGE: Variable = number(
+        "DPOP_MAX_AGE",
+        60,
+        1,
+        3600,
+        "seconds",
+        "Maximum age of a DPoP proof",
+    );
+    /// `DPOP_LEEWAY`.
+    pub const DPOP_LEEWAY: Variable = number(
+        "DPOP_LEEWAY",
+        5,
+        0,
+        300,
+        "seconds",
+        "Clock skew tolerated on a proof's `iat`",
+    );
+    /// `DPOP_NONCE_REQUIRED`.
+    pub const DPOP_NONCE_REQUIRED: Variable = Variable {
+        name: "DPOP_NONCE_REQUIRED",
+        accepts: Accepts::Flag { default: false },
+        description: "Require server nonces in DPoP proofs",
+    };
+    /// `DPOP_NONCE_KEY`.
+    pub const DPOP_NONCE_KEY: Variable = Variable {
+        name: "DPOP_NONCE_KEY",
+        accepts: Accepts::HexKey {
+            default: "required with `REDIS_URL` and nonces; else random",
+            min_bytes: 32,
+            max_bytes: 32,
+        },
+        description: "Key of DPoP nonces, shared by all instances (`openssl rand -hex 32`)",
+    };
+    /// `CALLER_TOKEN_SHA256`.
+    pub const CALLER_TOKEN_SHA256: Variable = text(
+        "CALLER_TOKEN_SHA256",
+        "-",
+        "comma-separated SHA-256 digests in hex",
+        "Digests of accepted caller bearer tokens; none and no mutual TLS: a caller token is generated and logged",
+    );
+    /// `CALLER_TOKEN_SHA256_FILE`.
+    pub const CALLER_TOKEN_SHA256_FILE: Variable = text(
+        "CALLER_TOKEN_SHA256_FILE",
+        "-",
+        "a path",
+        "File with one hex digest per line (`#` comments), added to the above",
+    );
+    /// `TLS_CERT_FILE`.
+    pub const TLS_CERT_FILE: Variable = text(
+        "TLS_CERT_FILE",
+        "-",
+        "a path",
+        "PEM certificate chain: serve gRPC over TLS (with `TLS_KEY_FILE`)",
+    );
+    /// `TLS_KEY_FILE`.
+    pub const TLS_KEY_FILE: Variable = text(
+        "TLS_KEY_FILE",
+        "-",
+        "a path",
+        "PEM private key for `TLS_CERT_FILE`",
+    );
+    /// `TLS_CLIENT_CA_FILE`.
+    pub const TLS_CLIENT_CA_FILE: Variable = text(
+        "TLS_CLIENT_CA_FILE",
+        "-",
+        "a path",
+        "PEM CA bundle: require client certificates (mutual TLS); a verified certificate authenticates the caller",
+    );
+    /// `LOG_FORMAT`.
+    pub const LOG_FORMAT: Variable = Variable {
+        name: "LOG_FORMAT",
+        accepts: Accepts::Choice {
+            default: "pretty",
+            choices: &["pretty", "json"],
+        },
+        description: "Log lines for people or one JSON object per line",
+    };
+    /// `RUST_LOG`.
+    pub const RUST_LOG: Variable = text(
+        "RUST_LOG",
+        "info",
+        "a tracing `EnvFilter` directive",
+        "Log filter",
+    );
+    /// `MAX_CONCURRENT_PER_CALLER`.
+    pub const MAX_CONCURRENT_PER_CALLER: Variable = number(
+        "MAX_CONCURRENT_PER_CALLER",
+        256,
+        1,
+        1_000_000,
+        "",
+        "In-flight requests allowed per caller",
+    );
+    /// `MAX_REQUEST_BYTES`.
+    pub const MAX_REQUEST_BYTES: Variable = number(
+        "MAX_REQUEST_BYTES",
+        65_536,
+        1024,
+        4 * 1024 * 1024,
+        "bytes",
+        "Largest gRPC request message",
+    );
+    /// `SHUTDOWN_GRACE_SECONDS`.
+    pub const SHUTDOWN_GRACE_SECONDS: Variable = number(
+        "SHUTDOWN_GRACE_SECONDS",
+        20,
+        0,
+        600,
+        "seconds",
+        "Time in-flight requests get to finish after SIGTERM",
+    );
+}
+
+/// Every variable the server reads, in the order the README lists them.
+pub const VARIABLES: &[Variable] = &[
+    vars::HOST,
+    vars::PORT,
+    vars::ADMIN_PORT,
+    vars::REDIS_URL,
+    vars::REDIS_POOL_SIZE,
+    vars::REDIS_COMMAND_TIMEOUT_MS,
+    vars::KMS_KEY_ID,
+    vars::SIGNING_KEY_FILE,
+    vars::KMS_ENDPOINT_URL,
+    vars::WRAPPING_KMS_KEY_ID,
+    vars::KEY_ROTATION_PERIOD,
+    vars::SIGNING_ALG,
+    vars::ISSUER,
+    vars::DEFAULT_AUDIENCE,
+    vars::ACCESS_TOKEN_TTL,
+    vars::REFRESH_TOKEN_TTL,
+    vars::REFRESH_FAMILY_LIFETIME,
+    vars::REFRESH_GRACE_SECONDS,
+    vars::REFRESH_GRACE_MAX_USES,
+    vars::REFRESH_TOKEN_PEPPER,
+    vars::DPOP_MAX_AGE,
+    vars::DPOP_LEEWAY,
+    vars::DPOP_NONCE_REQUIRED,
+    vars::DPOP_NONCE_KEY,
+    vars::CALLER_TOKEN_SHA256,
+    vars::CALLER_TOKEN_SHA256_FILE,
+    vars::TLS_CERT_FILE,
+    vars::TLS_KEY_FILE,
+    vars::TLS_CLIENT_CA_FILE,
+    vars::LOG_FORMAT,
+    vars::RUST_LOG,
+    vars::MAX_CONCURRENT_PER_CALLER,
+    vars::MAX_REQUEST_BYTES,
+    vars::SHUTDOWN_GRACE_SECONDS,
+];
+
+/// The README's configuration table, rendered from [`VARIABLES`].
+pub fn markdown_table() -> String {
+    let mut table = String::from(
+        "| Variable | Default | Accepts | Description |\n|----------|---------|---------|-------------|\n",
+    );
+    for var in VARIABLES {
+        table.push_str(&format!(
+            "| `{}` | `{}` | {} | {} |\n",
+            var.name,
+            var.default_text(),
+            var.accepts_text(),
+            var.description
+        ));
+    }
+    table
+}
+
+/// The longest value any variable may have (8 KiB). Every variable holds a short setting, a
+/// path, a URL or a short list; a longer value is a mistake (or an attack through the
+/// environment) and stops start-up with an error naming the variable.
+pub const MAX_VALUE_BYTES: usize = 8 * 1024;
+
+/// Where families, revocations and DPoP replay entries live.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum StoreConfig {
+    /// In this process only (the embedded default; one instance).
+    Memory,
+    /// Redis, standalone, Cluster or Sentinel; checked by token-store-redis's own parser
+    /// (`Debug` shows the URL without its password).
+    Redis(Box<RedisConfig>),
+}
+
 /// Where the signing key comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeySource {
     /// A key generated at start-up, lost at exit (development only).
     Ephemeral,
-    /// A PKCS#8 PEM or private JWK file.
+    /// A PKCS#8 PEM, private JWK or wrapped-key file.
     File(PathBuf),
     /// An AWS KMS key.
     Kms(String),
@@ -61,6 +548,7 @@ pub enum KeySource {
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LogFormat {
     /// Human-readable.
     Pretty,
@@ -70,6 +558,7 @@ pub enum LogFormat {
 
 /// TLS for the gRPC port.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsConfig {
     /// PEM certificate chain.
     pub cert_file: PathBuf,
@@ -80,7 +569,7 @@ pub struct TlsConfig {
     pub client_ca_file: Option<PathBuf>,
 }
 
-/// The whole configuration.
+/// The whole configuration; each field names the variable it comes from (see [`vars`]).
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct Config {
@@ -88,12 +577,8 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     /// Admin HTTP listen address (`HOST`, `ADMIN_PORT`).
     pub admin_addr: SocketAddr,
-    /// `REDIS_URL`.
+    /// `REDIS_URL`, `REDIS_POOL_SIZE`, `REDIS_COMMAND_TIMEOUT_MS`.
     pub store: StoreConfig,
-    /// `REDIS_POOL_SIZE`.
-    pub redis_pool_size: usize,
-    /// `REDIS_COMMAND_TIMEOUT_MS`: a Redis command slower than this fails (closed).
-    pub redis_command_timeout_ms: u64,
     /// `KMS_KEY_ID` / `SIGNING_KEY_FILE`.
     pub key_source: KeySource,
     /// `KMS_ENDPOINT_URL`: a KMS endpoint override (the SDK also reads `AWS_ENDPOINT_URL_KMS`).
@@ -119,16 +604,16 @@ pub struct Config {
     pub grace_seconds: u64,
     /// `REFRESH_GRACE_MAX_USES`.
     pub grace_max_uses: u32,
-    /// `REFRESH_TOKEN_PEPPER` (hex, ≥ 32 bytes); `None`: random per process.
-    pub pepper: Option<Zeroizing<Vec<u8>>>,
+    /// `REFRESH_TOKEN_PEPPER`; `None` (memory store only): random per process.
+    pub pepper: Option<Pepper>,
     /// `DPOP_MAX_AGE` seconds.
     pub dpop_max_age: u64,
     /// `DPOP_LEEWAY` seconds.
     pub dpop_leeway: u64,
     /// `DPOP_NONCE_REQUIRED`.
     pub dpop_nonce_required: bool,
-    /// `DPOP_NONCE_KEY` (hex, ≥ 32 bytes); `None`: random per process.
-    pub dpop_nonce_key: Option<Zeroizing<Vec<u8>>>,
+    /// `DPOP_NONCE_KEY`; `None` (memory store, or nonces off): random per process.
+    pub dpop_nonce_key: Option<NonceKey>,
     /// `CALLER_TOKEN_SHA256` and `CALLER_TOKEN_SHA256_FILE`: SHA-256 digests of accepted caller
     /// tokens. Empty (and no mTLS): a random token is generated and logged once.
     pub caller_token_digests: Vec<[u8; 32]>,
@@ -136,6 +621,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
+    /// `RUST_LOG` (checked as an `EnvFilter`).
+    pub log_filter: String,
     /// `MAX_CONCURRENT_PER_CALLER`.
     pub max_concurrent_per_caller: usize,
     /// `MAX_REQUEST_BYTES`.
@@ -160,165 +647,13 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Every variable the server reads, with its default and meaning (the README table is written
-/// from the same facts; `config::tests` checks they agree).
-pub const VARIABLES: &[(&str, &str, &str)] = &[
-    (
-        "HOST",
-        "0.0.0.0",
-        "Bind address of the gRPC and admin ports",
-    ),
-    ("PORT", "50052", "gRPC port"),
-    (
-        "ADMIN_PORT",
-        "9090",
-        "Admin HTTP port: /metrics, /healthz, /readyz, /.well-known/jwks.json",
-    ),
-    (
-        "REDIS_URL",
-        "-",
-        "Redis URL (`redis://`, `rediss://`, `redis-cluster://`); unset: in-memory store, one instance only",
-    ),
-    ("REDIS_POOL_SIZE", "4", "Redis connections per instance"),
-    (
-        "REDIS_COMMAND_TIMEOUT_MS",
-        "1000",
-        "A Redis command slower than this fails with UNAVAILABLE (nothing is issued)",
-    ),
-    ("KMS_KEY_ID", "-", "AWS KMS key id or ARN to sign with"),
-    (
-        "SIGNING_KEY_FILE",
-        "-",
-        "PKCS#8 PEM or private JWK file to sign with (when `KMS_KEY_ID` is unset); neither: an ephemeral key",
-    ),
-    (
-        "KMS_ENDPOINT_URL",
-        "-",
-        "KMS endpoint override (private endpoints, emulators); the AWS SDK also reads `AWS_ENDPOINT_URL_KMS`. Region and credentials come from the standard AWS chain",
-    ),
-    (
-        "WRAPPING_KMS_KEY_ID",
-        "-",
-        "KMS key that unwraps a wrapped `SIGNING_KEY_FILE` (made by `token-service keys wrap`); default: the key named in the blob",
-    ),
-    (
-        "KEY_ROTATION_PERIOD",
-        "2592000",
-        "Seconds a key signs before the next takes over; keys the server generates rotate by themselves, provided keys are only reported due",
-    ),
-    (
-        "SIGNING_ALG",
-        "ES256",
-        "Algorithm of a generated key: `ES256` or `EdDSA`",
-    ),
-    ("ISSUER", "http://localhost:<PORT>", "`iss` of every token"),
-    (
-        "DEFAULT_AUDIENCE",
-        "-",
-        "`aud` when a request names none (comma separated)",
-    ),
-    (
-        "ACCESS_TOKEN_TTL",
-        "900",
-        "Access token lifetime (seconds); also the cap of per-request TTLs",
-    ),
-    (
-        "REFRESH_TOKEN_TTL",
-        "604800",
-        "Refresh token idle lifetime (seconds), renewed by each rotation",
-    ),
-    (
-        "REFRESH_FAMILY_LIFETIME",
-        "2592000",
-        "Absolute lifetime of a refresh-token family (seconds); rotation never extends it",
-    ),
-    (
-        "REFRESH_GRACE_SECONDS",
-        "0",
-        "Window in which a retried refresh gets the same successor (0: off)",
-    ),
-    (
-        "REFRESH_GRACE_MAX_USES",
-        "1",
-        "Retries allowed within the grace window",
-    ),
-    (
-        "REFRESH_TOKEN_PEPPER",
-        "random",
-        "Hex key (≥ 32 bytes) of the refresh-token hashes; must be shared by all instances",
-    ),
-    (
-        "DPOP_MAX_AGE",
-        "60",
-        "Maximum age of a DPoP proof (seconds)",
-    ),
-    (
-        "DPOP_LEEWAY",
-        "5",
-        "Clock skew tolerated on a proof's `iat` (seconds)",
-    ),
-    (
-        "DPOP_NONCE_REQUIRED",
-        "false",
-        "Require server nonces in DPoP proofs",
-    ),
-    (
-        "DPOP_NONCE_KEY",
-        "random",
-        "Hex key (≥ 32 bytes) of DPoP nonces; must be shared by all instances",
-    ),
-    (
-        "CALLER_TOKEN_SHA256",
-        "-",
-        "Comma-separated hex SHA-256 digests of accepted caller bearer tokens",
-    ),
-    (
-        "CALLER_TOKEN_SHA256_FILE",
-        "-",
-        "File with one hex digest per line (added to the above)",
-    ),
-    (
-        "TLS_CERT_FILE",
-        "-",
-        "PEM certificate chain: serve gRPC over TLS",
-    ),
-    ("TLS_KEY_FILE", "-", "PEM private key for `TLS_CERT_FILE`"),
-    (
-        "TLS_CLIENT_CA_FILE",
-        "-",
-        "PEM CA bundle: require client certificates (mutual TLS); a verified certificate authenticates the caller",
-    ),
-    ("LOG_FORMAT", "pretty", "`pretty` or `json`"),
-    (
-        "RUST_LOG",
-        "info",
-        "Log filter (tracing-subscriber `EnvFilter` syntax)",
-    ),
-    (
-        "MAX_CONCURRENT_PER_CALLER",
-        "256",
-        "In-flight requests allowed per caller",
-    ),
-    ("MAX_REQUEST_BYTES", "65536", "Largest gRPC request message"),
-    (
-        "SHUTDOWN_GRACE_SECONDS",
-        "20",
-        "Time in-flight requests get to finish after SIGTERM",
-    ),
-];
-
-/// The longest value any variable may have (8 KiB). Every variable holds a short setting, a
-/// path, a URL or a short list; a longer value is a mistake (or an attack through the
-/// environment) and stops start-up with an error naming the variable.
-pub const MAX_VALUE_BYTES: usize = 8 * 1024;
-
 /// Refuses a value of a variable of [`VARIABLES`] longer than [`MAX_VALUE_BYTES`]. Variables
 /// the server does not read are not looked at.
 fn check_sizes(vars: &HashMap<String, String>) -> Result<(), ConfigError> {
-    for &(var, _, _) in VARIABLES {
-        let len = vars.get(var).map_or(0, String::len);
+    for var in VARIABLES {
+        let len = vars.get(var.name).map_or(0, String::len);
         if len > MAX_VALUE_BYTES {
-            let hint = if var == "CALLER_TOKEN_SHA256" {
+            let hint = if var.name == vars::CALLER_TOKEN_SHA256.name {
                 "; list many digests in CALLER_TOKEN_SHA256_FILE instead"
             } else {
                 ""
@@ -332,62 +667,109 @@ fn check_sizes(vars: &HashMap<String, String>) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The variables being parsed; each reader takes its default and range from the [`Variable`].
 struct Vars<'a>(&'a HashMap<String, String>);
 
 impl Vars<'_> {
-    fn get(&self, var: &'static str) -> Option<&str> {
+    fn text(&self, var: &Variable) -> Option<&str> {
         self.0
-            .get(var)
+            .get(var.name)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
     }
 
-    fn parse<T: std::str::FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError> {
-        match self.get(var) {
-            None => Ok(default),
-            Some(v) => v
+    fn number(&self, var: &Variable) -> Result<u64, ConfigError> {
+        let Accepts::Number {
+            default, min, max, ..
+        } = var.accepts
+        else {
+            return Err(err(var, "is not a number in the variable table"));
+        };
+        let value = match self.text(var) {
+            None => default,
+            Some(text) => text
                 .trim()
                 .parse()
-                .map_err(|_| err(var, format!("cannot parse {v:?}"))),
-        }
-    }
-
-    fn seconds(
-        &self,
-        var: &'static str,
-        default: u64,
-        min: u64,
-        max: u64,
-    ) -> Result<u64, ConfigError> {
-        let v = self.parse(var, default)?;
-        if v < min || v > max {
+                .map_err(|_| err(var, format!("expected a whole number, got {text:?}")))?,
+        };
+        if value < min || value > max {
             return Err(err(
                 var,
-                format!("must be between {min} and {max} seconds, got {v}"),
+                format!("must be {}, got {value}", var.accepts_text()),
             ));
         }
-        Ok(v)
+        Ok(value)
     }
 
-    fn bool(&self, var: &'static str) -> Result<bool, ConfigError> {
-        match self.get(var).map(str::to_ascii_lowercase).as_deref() {
-            None | Some("false" | "0" | "no" | "off") => Ok(false),
+    /// A number that fits `T` (the table's range guarantees it; checked all the same).
+    fn number_as<T: TryFrom<u64>>(&self, var: &Variable) -> Result<T, ConfigError> {
+        let value = self.number(var)?;
+        T::try_from(value).map_err(|_| err(var, format!("{value} is out of range")))
+    }
+
+    fn flag(&self, var: &Variable) -> Result<bool, ConfigError> {
+        let Accepts::Flag { default } = var.accepts else {
+            return Err(err(var, "is not a flag in the variable table"));
+        };
+        match self.text(var).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(default),
+            Some("false" | "0" | "no" | "off") => Ok(false),
             Some("true" | "1" | "yes" | "on") => Ok(true),
             Some(other) => Err(err(var, format!("expected true or false, got {other:?}"))),
         }
     }
 
-    fn hex_key(&self, var: &'static str) -> Result<Option<Zeroizing<Vec<u8>>>, ConfigError> {
-        let Some(text) = self.get(var) else {
+    fn choice(&self, var: &Variable) -> Result<&'static str, ConfigError> {
+        let Accepts::Choice { default, choices } = var.accepts else {
+            return Err(err(var, "is not a choice in the variable table"));
+        };
+        match self.text(var) {
+            None => Ok(default),
+            Some(text) => choices.iter().copied().find(|c| *c == text).ok_or_else(|| {
+                err(
+                    var,
+                    format!("expected one of {}, got {text:?}", var.accepts_text()),
+                )
+            }),
+        }
+    }
+
+    fn hex_key(&self, var: &Variable) -> Result<Option<Zeroizing<Vec<u8>>>, ConfigError> {
+        let Accepts::HexKey {
+            min_bytes,
+            max_bytes,
+            ..
+        } = var.accepts
+        else {
+            return Err(err(var, "is not a key in the variable table"));
+        };
+        let Some(text) = self.text(var) else {
             return Ok(None);
         };
-        let bytes =
-            Zeroizing::new(hex_decode(text.trim()).ok_or_else(|| err(var, "not hexadecimal"))?);
-        if bytes.len() < 32 {
-            return Err(err(var, "must be at least 32 bytes (64 hex digits)"));
+        let bytes = Zeroizing::new(hex_decode(text.trim()).ok_or_else(|| {
+            err(
+                var,
+                format!("not hexadecimal; {}", make_key_hint(min_bytes)),
+            )
+        })?);
+        if bytes.len() < min_bytes || bytes.len() > max_bytes {
+            return Err(err(
+                var,
+                format!(
+                    "must be {} (it is {} bytes; a key is never truncated); {}",
+                    var.accepts_text(),
+                    bytes.len(),
+                    make_key_hint(min_bytes)
+                ),
+            ));
         }
         Ok(Some(bytes))
     }
+}
+
+/// How to make a key of `bytes` bytes, for error messages.
+fn make_key_hint(bytes: usize) -> String {
+    format!("make one with `openssl rand -hex {bytes}`")
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
@@ -405,10 +787,21 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn digest(var: &'static str, text: &str) -> Result<[u8; 32], ConfigError> {
+fn digest(var: &Variable, text: &str) -> Result<[u8; 32], ConfigError> {
     hex_decode(text.trim())
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .ok_or_else(|| err(var, "each entry must be a SHA-256 digest: 64 hex digits"))
+}
+
+fn list(text: Option<&str>) -> Vec<String> {
+    text.map(|a| {
+        a.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 impl Config {
@@ -425,53 +818,47 @@ impl Config {
     /// # Errors
     /// The first invalid variable.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        use vars::*;
+
         check_sizes(vars)?;
         let v = Vars(vars);
-        let host: IpAddr = v.parse("HOST", IpAddr::from([0, 0, 0, 0]))?;
-        let port: u16 = v.parse("PORT", 50052)?;
-        let admin_port: u16 = v.parse("ADMIN_PORT", 9090)?;
+        let host_text = v.text(&HOST).unwrap_or("0.0.0.0");
+        let host: IpAddr = host_text
+            .trim()
+            .parse()
+            .map_err(|_| err(&HOST, format!("expected an IP address, got {host_text:?}")))?;
+        let port: u16 = v.number_as(&PORT)?;
+        let admin_port: u16 = v.number_as(&ADMIN_PORT)?;
         if port != 0 && port == admin_port {
-            return Err(err("ADMIN_PORT", "must differ from PORT"));
+            return Err(err(&ADMIN_PORT, "must differ from PORT"));
         }
 
-        let store = match v.get("REDIS_URL") {
+        let redis_pool_size: usize = v.number_as(&REDIS_POOL_SIZE)?;
+        let redis_command_timeout_ms = v.number(&REDIS_COMMAND_TIMEOUT_MS)?;
+        let store = match v.text(&REDIS_URL) {
             None => StoreConfig::Memory,
             Some(url) => {
-                let scheme = url.split("://").next().unwrap_or_default();
-                if !matches!(
-                    scheme,
-                    "redis"
-                        | "rediss"
-                        | "redis-cluster"
-                        | "rediss-cluster"
-                        | "redis-sentinel"
-                        | "rediss-sentinel"
-                ) || !url.contains("://")
-                {
-                    return Err(err(
-                        "REDIS_URL",
-                        "unknown scheme: use redis://, rediss://, redis-cluster:// or redis-sentinel://",
-                    ));
-                }
-                StoreConfig::Redis(url.to_owned())
+                let redis = RedisConfig::builder(url.trim())
+                    .pool_size(redis_pool_size)
+                    .command_timeout(Duration::from_millis(redis_command_timeout_ms))
+                    .build()
+                    .map_err(|e| {
+                        err(
+                            &REDIS_URL,
+                            format!(
+                                "{e} (accepted: {})",
+                                REDIS_URL.accepts_text().replace('`', "")
+                            ),
+                        )
+                    })?;
+                StoreConfig::Redis(Box::new(redis))
             }
         };
 
-        let redis_pool_size: usize = v.parse("REDIS_POOL_SIZE", 4)?;
-        if !(1..=64).contains(&redis_pool_size) {
-            return Err(err("REDIS_POOL_SIZE", "must be between 1 and 64"));
-        }
-        let redis_command_timeout_ms: u64 = v.parse("REDIS_COMMAND_TIMEOUT_MS", 1000)?;
-        if !(10..=60_000).contains(&redis_command_timeout_ms) {
-            return Err(err(
-                "REDIS_COMMAND_TIMEOUT_MS",
-                "must be between 10 and 60000",
-            ));
-        }
-        let key_source = match (v.get("KMS_KEY_ID"), v.get("SIGNING_KEY_FILE")) {
+        let key_source = match (v.text(&KMS_KEY_ID), v.text(&SIGNING_KEY_FILE)) {
             (Some(_), Some(_)) => {
                 return Err(err(
-                    "SIGNING_KEY_FILE",
+                    &SIGNING_KEY_FILE,
                     "set either KMS_KEY_ID or SIGNING_KEY_FILE, not both",
                 ));
             }
@@ -479,68 +866,87 @@ impl Config {
             (None, Some(path)) => KeySource::File(PathBuf::from(path)),
             (None, None) => KeySource::Ephemeral,
         };
-        let key_rotation_period =
-            v.seconds("KEY_ROTATION_PERIOD", 30 * 86_400, 3_600, 3 * 365 * 86_400)?;
-        let signing_alg = match v.get("SIGNING_ALG").unwrap_or("ES256") {
-            "ES256" => token_jwt::Algorithm::ES256,
+        let key_rotation_period = v.number(&KEY_ROTATION_PERIOD)?;
+        let signing_alg = match v.choice(&SIGNING_ALG)? {
             "EdDSA" => token_jwt::Algorithm::EdDSA,
-            other => {
-                return Err(err(
-                    "SIGNING_ALG",
-                    format!("expected ES256 or EdDSA, got {other:?}"),
-                ));
-            }
+            _ => token_jwt::Algorithm::ES256,
         };
 
         let issuer = v
-            .get("ISSUER")
+            .text(&ISSUER)
             .map_or_else(|| format!("http://localhost:{port}"), str::to_owned);
         if issuer.trim().is_empty() || issuer.chars().any(char::is_control) {
             return Err(err(
-                "ISSUER",
+                &ISSUER,
                 "must be a non-empty string without control characters",
             ));
         }
-        let default_audience = v
-            .get("DEFAULT_AUDIENCE")
-            .map(|a| {
-                a.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let default_audience = list(v.text(&DEFAULT_AUDIENCE));
 
-        const DAY: u64 = 86_400;
-        let access_token_ttl = v.seconds("ACCESS_TOKEN_TTL", 900, 1, DAY)?;
-        let refresh_token_ttl = v.seconds("REFRESH_TOKEN_TTL", 604_800, 1, 365 * DAY)?;
-        let family_lifetime = v.seconds("REFRESH_FAMILY_LIFETIME", 30 * DAY, 1, 3 * 365 * DAY)?;
+        let access_token_ttl = v.number(&ACCESS_TOKEN_TTL)?;
+        let refresh_token_ttl = v.number(&REFRESH_TOKEN_TTL)?;
+        let family_lifetime = v.number(&REFRESH_FAMILY_LIFETIME)?;
         if family_lifetime < refresh_token_ttl {
             return Err(err(
-                "REFRESH_FAMILY_LIFETIME",
+                &REFRESH_FAMILY_LIFETIME,
                 "must be at least REFRESH_TOKEN_TTL",
             ));
         }
-        let grace_seconds = v.seconds("REFRESH_GRACE_SECONDS", 0, 0, 300)?;
-        let grace_max_uses: u32 = v.parse("REFRESH_GRACE_MAX_USES", 1)?;
-        if grace_max_uses == 0 || grace_max_uses > 10 {
-            return Err(err("REFRESH_GRACE_MAX_USES", "must be between 1 and 10"));
-        }
+        let grace_seconds = v.number(&REFRESH_GRACE_SECONDS)?;
+        let grace_max_uses: u32 = v.number_as(&REFRESH_GRACE_MAX_USES)?;
 
-        let dpop_max_age = v.seconds("DPOP_MAX_AGE", 60, 1, 3600)?;
-        let dpop_leeway = v.seconds("DPOP_LEEWAY", 5, 0, 300)?;
+        let pepper = match v.hex_key(&REFRESH_TOKEN_PEPPER)? {
+            Some(bytes) => Some(
+                Pepper::new(bytes.to_vec())
+                    .map_err(|e| err(&REFRESH_TOKEN_PEPPER, e.to_string()))?,
+            ),
+            None if matches!(store, StoreConfig::Redis(_)) => {
+                return Err(err(
+                    &REFRESH_TOKEN_PEPPER,
+                    format!(
+                        "required with REDIS_URL: every instance must hash refresh tokens with the same key; {}",
+                        make_key_hint(32)
+                    ),
+                ));
+            }
+            None => None,
+        };
+
+        let dpop_max_age = v.number(&DPOP_MAX_AGE)?;
+        let dpop_leeway = v.number(&DPOP_LEEWAY)?;
+        let dpop_nonce_required = v.flag(&DPOP_NONCE_REQUIRED)?;
+        let dpop_nonce_key = match v.hex_key(&DPOP_NONCE_KEY)? {
+            Some(bytes) => {
+                let secret: Zeroizing<[u8; 32]> = Zeroizing::new(
+                    bytes
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| err(&DPOP_NONCE_KEY, "must be exactly 32 bytes"))?,
+                );
+                Some(NonceKey::from_bytes(&secret))
+            }
+            None if dpop_nonce_required && matches!(store, StoreConfig::Redis(_)) => {
+                return Err(err(
+                    &DPOP_NONCE_KEY,
+                    format!(
+                        "required with REDIS_URL and DPOP_NONCE_REQUIRED: every instance must accept the nonces the others issue; {}",
+                        make_key_hint(32)
+                    ),
+                ));
+            }
+            None => None,
+        };
 
         let mut caller_token_digests = Vec::new();
-        if let Some(list) = v.get("CALLER_TOKEN_SHA256") {
-            for entry in list.split(',').filter(|e| !e.trim().is_empty()) {
-                caller_token_digests.push(digest("CALLER_TOKEN_SHA256", entry)?);
+        if let Some(text) = v.text(&CALLER_TOKEN_SHA256) {
+            for entry in text.split(',').filter(|e| !e.trim().is_empty()) {
+                caller_token_digests.push(digest(&CALLER_TOKEN_SHA256, entry)?);
             }
         }
-        if let Some(path) = v.get("CALLER_TOKEN_SHA256_FILE") {
+        if let Some(path) = v.text(&CALLER_TOKEN_SHA256_FILE) {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 err(
-                    "CALLER_TOKEN_SHA256_FILE",
+                    &CALLER_TOKEN_SHA256_FILE,
                     format!("cannot read {path}: {e}"),
                 )
             })?;
@@ -549,57 +955,44 @@ impl Config {
                 .map(str::trim)
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
             {
-                caller_token_digests.push(digest("CALLER_TOKEN_SHA256_FILE", line)?);
+                caller_token_digests.push(digest(&CALLER_TOKEN_SHA256_FILE, line)?);
             }
         }
 
-        let tls = match (v.get("TLS_CERT_FILE"), v.get("TLS_KEY_FILE")) {
+        let tls = match (v.text(&TLS_CERT_FILE), v.text(&TLS_KEY_FILE)) {
             (Some(cert), Some(key)) => Some(TlsConfig {
                 cert_file: cert.into(),
                 key_file: key.into(),
-                client_ca_file: v.get("TLS_CLIENT_CA_FILE").map(PathBuf::from),
+                client_ca_file: v.text(&TLS_CLIENT_CA_FILE).map(PathBuf::from),
             }),
             (None, None) => {
-                if v.get("TLS_CLIENT_CA_FILE").is_some() {
+                if v.text(&TLS_CLIENT_CA_FILE).is_some() {
                     return Err(err(
-                        "TLS_CLIENT_CA_FILE",
+                        &TLS_CLIENT_CA_FILE,
                         "needs TLS_CERT_FILE and TLS_KEY_FILE",
                     ));
                 }
                 None
             }
-            (Some(_), None) => return Err(err("TLS_KEY_FILE", "required with TLS_CERT_FILE")),
-            (None, Some(_)) => return Err(err("TLS_CERT_FILE", "required with TLS_KEY_FILE")),
+            (Some(_), None) => return Err(err(&TLS_KEY_FILE, "required with TLS_CERT_FILE")),
+            (None, Some(_)) => return Err(err(&TLS_CERT_FILE, "required with TLS_KEY_FILE")),
         };
 
-        let log_format = match v.get("LOG_FORMAT").unwrap_or("pretty") {
-            "pretty" => LogFormat::Pretty,
+        let log_format = match v.choice(&LOG_FORMAT)? {
             "json" => LogFormat::Json,
-            other => {
-                return Err(err(
-                    "LOG_FORMAT",
-                    format!("expected pretty or json, got {other:?}"),
-                ));
-            }
+            _ => LogFormat::Pretty,
         };
-        let max_concurrent_per_caller: usize = v.parse("MAX_CONCURRENT_PER_CALLER", 256)?;
-        if max_concurrent_per_caller == 0 {
-            return Err(err("MAX_CONCURRENT_PER_CALLER", "must be at least 1"));
-        }
-        let max_request_bytes: usize = v.parse("MAX_REQUEST_BYTES", 65_536)?;
-        if !(1024..=4 * 1024 * 1024).contains(&max_request_bytes) {
-            return Err(err("MAX_REQUEST_BYTES", "must be between 1024 and 4194304"));
-        }
+        let log_filter = v.text(&RUST_LOG).unwrap_or("info").to_owned();
+        tracing_subscriber::EnvFilter::try_new(&log_filter)
+            .map_err(|e| err(&RUST_LOG, format!("not a log filter: {e}")))?;
 
         Ok(Config {
             grpc_addr: SocketAddr::new(host, port),
             admin_addr: SocketAddr::new(host, admin_port),
             store,
-            redis_pool_size,
-            redis_command_timeout_ms,
             key_source,
-            kms_endpoint: v.get("KMS_ENDPOINT_URL").map(str::to_owned),
-            wrapping_key_id: v.get("WRAPPING_KMS_KEY_ID").map(str::to_owned),
+            kms_endpoint: v.text(&KMS_ENDPOINT_URL).map(str::to_owned),
+            wrapping_key_id: v.text(&WRAPPING_KMS_KEY_ID).map(str::to_owned),
             key_rotation_period,
             signing_alg,
             issuer,
@@ -609,18 +1002,122 @@ impl Config {
             family_lifetime,
             grace_seconds,
             grace_max_uses,
-            pepper: v.hex_key("REFRESH_TOKEN_PEPPER")?,
+            pepper,
             dpop_max_age,
             dpop_leeway,
-            dpop_nonce_required: v.bool("DPOP_NONCE_REQUIRED")?,
-            dpop_nonce_key: v.hex_key("DPOP_NONCE_KEY")?,
+            dpop_nonce_required,
+            dpop_nonce_key,
             caller_token_digests,
             tls,
             log_format,
-            max_concurrent_per_caller,
-            max_request_bytes,
-            shutdown_grace_seconds: v.seconds("SHUTDOWN_GRACE_SECONDS", 20, 0, 600)?,
+            log_filter,
+            max_concurrent_per_caller: v.number_as(&MAX_CONCURRENT_PER_CALLER)?,
+            max_request_bytes: v.number_as(&MAX_REQUEST_BYTES)?,
+            shutdown_grace_seconds: v.number(&SHUTDOWN_GRACE_SECONDS)?,
         })
+    }
+
+    /// The value in force for each variable of [`VARIABLES`], in its order, as text: what
+    /// `token-service config check` prints. Secrets show only whether they are set; the Redis
+    /// URL is shown without its password; an unset variable shows its default as the table
+    /// does.
+    pub fn effective(&self) -> Vec<(&'static str, String)> {
+        VARIABLES
+            .iter()
+            .map(|var| {
+                let value = self
+                    .effective_value(var.name)
+                    .unwrap_or_else(|| "(not reported)".to_owned());
+                (var.name, value)
+            })
+            .collect()
+    }
+
+    fn effective_value(&self, name: &str) -> Option<String> {
+        fn or_unset(value: Option<&str>) -> String {
+            value.unwrap_or("-").to_owned()
+        }
+        fn path(value: Option<&PathBuf>) -> String {
+            value.map_or_else(|| "-".to_owned(), |p| p.display().to_string())
+        }
+        const SECRET_SET: &str = "(set, redacted)";
+        let redis = match &self.store {
+            StoreConfig::Redis(redis) => Some(redis),
+            StoreConfig::Memory => None,
+        };
+        let tls = self.tls.as_ref();
+        let value = match name {
+            "HOST" => self.grpc_addr.ip().to_string(),
+            "PORT" => self.grpc_addr.port().to_string(),
+            "ADMIN_PORT" => self.admin_addr.port().to_string(),
+            "REDIS_URL" => redis.map_or_else(|| "-".to_owned(), |r| r.redacted_url()),
+            "REDIS_POOL_SIZE" => redis.map_or_else(
+                || vars::REDIS_POOL_SIZE.default_text(),
+                |r| r.pool_size().to_string(),
+            ),
+            "REDIS_COMMAND_TIMEOUT_MS" => redis.map_or_else(
+                || vars::REDIS_COMMAND_TIMEOUT_MS.default_text(),
+                |r| r.command_timeout().as_millis().to_string(),
+            ),
+            "KMS_KEY_ID" => match &self.key_source {
+                KeySource::Kms(id) => id.clone(),
+                _ => "-".to_owned(),
+            },
+            "SIGNING_KEY_FILE" => match &self.key_source {
+                KeySource::File(p) => p.display().to_string(),
+                _ => "-".to_owned(),
+            },
+            "KMS_ENDPOINT_URL" => or_unset(self.kms_endpoint.as_deref()),
+            "WRAPPING_KMS_KEY_ID" => or_unset(self.wrapping_key_id.as_deref()),
+            "KEY_ROTATION_PERIOD" => self.key_rotation_period.to_string(),
+            "SIGNING_ALG" => self.signing_alg.to_string(),
+            "ISSUER" => self.issuer.clone(),
+            "DEFAULT_AUDIENCE" => {
+                if self.default_audience.is_empty() {
+                    "-".to_owned()
+                } else {
+                    self.default_audience.join(",")
+                }
+            }
+            "ACCESS_TOKEN_TTL" => self.access_token_ttl.to_string(),
+            "REFRESH_TOKEN_TTL" => self.refresh_token_ttl.to_string(),
+            "REFRESH_FAMILY_LIFETIME" => self.family_lifetime.to_string(),
+            "REFRESH_GRACE_SECONDS" => self.grace_seconds.to_string(),
+            "REFRESH_GRACE_MAX_USES" => self.grace_max_uses.to_string(),
+            "REFRESH_TOKEN_PEPPER" => self.pepper.as_ref().map_or_else(
+                || vars::REFRESH_TOKEN_PEPPER.default_text(),
+                |_| SECRET_SET.to_owned(),
+            ),
+            "DPOP_MAX_AGE" => self.dpop_max_age.to_string(),
+            "DPOP_LEEWAY" => self.dpop_leeway.to_string(),
+            "DPOP_NONCE_REQUIRED" => self.dpop_nonce_required.to_string(),
+            "DPOP_NONCE_KEY" => self.dpop_nonce_key.as_ref().map_or_else(
+                || vars::DPOP_NONCE_KEY.default_text(),
+                |_| SECRET_SET.to_owned(),
+            ),
+            // The digests are not secret, but a count says all an operator needs.
+            "CALLER_TOKEN_SHA256" => {
+                if self.caller_token_digests.is_empty() {
+                    "-".to_owned()
+                } else {
+                    format!("{} digests in all", self.caller_token_digests.len())
+                }
+            }
+            "CALLER_TOKEN_SHA256_FILE" => "(counted above)".to_owned(),
+            "TLS_CERT_FILE" => path(tls.map(|t| &t.cert_file)),
+            "TLS_KEY_FILE" => path(tls.map(|t| &t.key_file)),
+            "TLS_CLIENT_CA_FILE" => path(tls.and_then(|t| t.client_ca_file.as_ref())),
+            "LOG_FORMAT" => match self.log_format {
+                LogFormat::Pretty => "pretty".to_owned(),
+                LogFormat::Json => "json".to_owned(),
+            },
+            "RUST_LOG" => self.log_filter.clone(),
+            "MAX_CONCURRENT_PER_CALLER" => self.max_concurrent_per_caller.to_string(),
+            "MAX_REQUEST_BYTES" => self.max_request_bytes.to_string(),
+            "SHUTDOWN_GRACE_SECONDS" => self.shutdown_grace_seconds.to_string(),
+            _ => return None,
+        };
+        Some(value)
     }
 }
 
@@ -637,18 +1134,80 @@ mod tests {
         )
     }
 
+    const PEPPER: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
     #[test]
     fn defaults_are_the_documented_ones() {
+        // The value in force with an empty environment is read back from the parsed `Config`,
+        // so a parser that stops taking its default from the table fails here.
         let c = cfg(&[]).unwrap();
+        let effective = c.effective();
+        assert_eq!(effective.len(), VARIABLES.len());
+        for (var, (name, value)) in VARIABLES.iter().zip(&effective) {
+            assert_eq!(var.name, *name);
+            let expected = match var.name {
+                "ISSUER" => var.default_text().replace("<PORT>", "50052"),
+                // Unset, the file adds nothing to the (empty) digest list.
+                "CALLER_TOKEN_SHA256_FILE" => "(counted above)".to_owned(),
+                _ => var.default_text(),
+            };
+            assert_eq!(
+                *value, expected,
+                "{name}: the default in force differs from the table"
+            );
+        }
         assert_eq!(c.grpc_addr.to_string(), "0.0.0.0:50052");
-        assert_eq!(c.admin_addr.port(), 9090);
-        assert_eq!(c.store, StoreConfig::Memory);
+        assert!(matches!(c.store, StoreConfig::Memory));
         assert_eq!(c.key_source, KeySource::Ephemeral);
-        assert_eq!(c.access_token_ttl, 900);
-        assert_eq!(c.refresh_token_ttl, 604_800);
-        assert_eq!(c.issuer, "http://localhost:50052");
-        for (var, default, _) in VARIABLES {
-            let _ = (var, default);
+    }
+
+    #[test]
+    fn every_variable_reports_its_effective_value() {
+        let c = cfg(&[
+            ("REDIS_URL", "redis://:hunter2@localhost:6379"),
+            ("REFRESH_TOKEN_PEPPER", PEPPER),
+        ])
+        .unwrap();
+        for (name, value) in c.effective() {
+            assert_ne!(value, "(not reported)", "{name}");
+            assert!(
+                !value.contains("hunter2") && !value.contains(PEPPER),
+                "{name}: {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_take_their_range_from_the_table() {
+        for var in VARIABLES {
+            let Accepts::Number { min, max, .. } = var.accepts else {
+                continue;
+            };
+            // Values that would break another rule are not this test's business.
+            let extra: &[(&str, &str)] = match var.name {
+                "PORT" => &[("ADMIN_PORT", "1")],
+                "ADMIN_PORT" => &[("PORT", "1")],
+                "REFRESH_TOKEN_TTL" => &[("REFRESH_FAMILY_LIFETIME", "94608000")],
+                "REFRESH_FAMILY_LIFETIME" => &[("REFRESH_TOKEN_TTL", "1")],
+                _ => &[],
+            };
+            for ok in [min, max] {
+                let value = ok.to_string();
+                let mut pairs = vec![(var.name, value.as_str())];
+                pairs.extend_from_slice(extra);
+                assert!(cfg(&pairs).is_ok(), "{} = {ok}", var.name);
+            }
+            let mut outside = vec![max + 1];
+            if min > 0 {
+                outside.push(min - 1);
+            }
+            for bad in outside {
+                let value = bad.to_string();
+                let mut pairs = vec![(var.name, value.as_str())];
+                pairs.extend_from_slice(extra);
+                let e = cfg(&pairs).unwrap_err();
+                assert_eq!(e.var, var.name, "{e}");
+            }
         }
     }
 
@@ -657,6 +1216,7 @@ mod tests {
         for (pairs, var) in [
             (vec![("PORT", "http")], "PORT"),
             (vec![("PORT", "70000")], "PORT"),
+            (vec![("HOST", "localhost")], "HOST"),
             (vec![("REDIS_URL", "memcached://x")], "REDIS_URL"),
             (vec![("REDIS_URL", "localhost:6379")], "REDIS_URL"),
             (vec![("ACCESS_TOKEN_TTL", "0")], "ACCESS_TOKEN_TTL"),
@@ -670,6 +1230,7 @@ mod tests {
                 "DPOP_NONCE_REQUIRED",
             ),
             (vec![("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+            (vec![("RUST_LOG", "info,[")], "RUST_LOG"),
             (vec![("TLS_CERT_FILE", "/x")], "TLS_KEY_FILE"),
             (vec![("SIGNING_ALG", "HS256")], "SIGNING_ALG"),
             (
@@ -685,13 +1246,71 @@ mod tests {
     }
 
     #[test]
+    fn redis_urls_are_the_stores_own() {
+        for url in [
+            "redis://localhost:6379",
+            "REDIS://localhost:6379",
+            "valkey://localhost:6379",
+            "rediss://localhost:6380",
+            "redis-cluster://localhost:7000",
+            "redis-sentinel://localhost:26379?sentinelServiceName=main",
+        ] {
+            let c = cfg(&[("REDIS_URL", url), ("REFRESH_TOKEN_PEPPER", PEPPER)]);
+            assert!(c.is_ok(), "{url}: {:?}", c.err());
+        }
+        let e = cfg(&[
+            ("REDIS_URL", "memcached://x"),
+            ("REFRESH_TOKEN_PEPPER", PEPPER),
+        ])
+        .unwrap_err();
+        assert!(e.reason.contains("redis-cluster://"), "{e}");
+    }
+
+    #[test]
+    fn redis_needs_shared_secrets_and_says_how_to_make_them() {
+        let e = cfg(&[("REDIS_URL", "redis://localhost")]).unwrap_err();
+        assert_eq!(e.var, "REFRESH_TOKEN_PEPPER");
+        assert!(e.reason.contains("openssl rand -hex 32"), "{e}");
+
+        let e = cfg(&[
+            ("REDIS_URL", "redis://localhost"),
+            ("REFRESH_TOKEN_PEPPER", PEPPER),
+            ("DPOP_NONCE_REQUIRED", "true"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "DPOP_NONCE_KEY");
+        assert!(e.reason.contains("openssl rand -hex 32"), "{e}");
+
+        assert!(
+            cfg(&[
+                ("REDIS_URL", "redis://localhost"),
+                ("REFRESH_TOKEN_PEPPER", PEPPER),
+                ("DPOP_NONCE_REQUIRED", "true"),
+                ("DPOP_NONCE_KEY", PEPPER),
+            ])
+            .is_ok()
+        );
+        // Without Redis both are random per process.
+        assert!(cfg(&[("DPOP_NONCE_REQUIRED", "true")]).is_ok());
+    }
+
+    #[test]
+    fn a_nonce_key_is_used_whole_or_refused() {
+        let longer = "ab".repeat(33);
+        let e = cfg(&[("DPOP_NONCE_KEY", &longer)]).unwrap_err();
+        assert_eq!(e.var, "DPOP_NONCE_KEY");
+        assert!(e.reason.contains("never truncated"), "{e}");
+        assert!(cfg(&[("DPOP_NONCE_KEY", &"ab".repeat(32))]).is_ok());
+    }
+
+    #[test]
     fn values_longer_than_the_limit_are_refused_by_name() {
         let at_limit = "a".repeat(MAX_VALUE_BYTES);
         assert!(cfg(&[("DEFAULT_AUDIENCE", &at_limit)]).is_ok());
         let over = "a".repeat(MAX_VALUE_BYTES + 1);
-        for (var, _, _) in VARIABLES {
-            let e = cfg(&[(var, &over)]).unwrap_err();
-            assert_eq!(e.var, *var, "{e}");
+        for var in VARIABLES {
+            let e = cfg(&[(var.name, &over)]).unwrap_err();
+            assert_eq!(e.var, var.name, "{e}");
             assert!(e.to_string().contains("8192"), "{e}");
         }
         let e = cfg(&[("CALLER_TOKEN_SHA256", &over)]).unwrap_err();
@@ -723,17 +1342,16 @@ mod tests {
     }
 
     #[test]
-    fn readme_documents_every_variable() {
+    fn the_readme_carries_the_table() {
+        // The README holds the table exactly as `markdown_table` renders it (regenerate it
+        // with `token-service config table`): a default, range or description changed here
+        // and not there fails this test.
         let readme = include_str!("../../../README.md");
-        for (var, default, _) in VARIABLES {
-            let row = format!("| `{var}` |");
-            assert!(readme.contains(&row), "README lacks a row for {var}");
-            assert!(
-                readme
-                    .lines()
-                    .any(|l| l.starts_with(&row) && l.contains(&format!("`{default}`"))),
-                "README row for {var} does not show the default `{default}`"
-            );
-        }
+        let table = markdown_table();
+        assert!(
+            readme.contains(&table),
+            "README.md's configuration table differs from the code's; replace it with the output of \
+             `cargo run -p token-server -- config table`:\n{table}"
+        );
     }
 }

@@ -23,7 +23,9 @@ pub fn parse_config(data: &[u8]) {
     };
     assert!(config.family_lifetime >= config.refresh_token_ttl);
     assert!((1..=10).contains(&config.grace_max_uses));
-    assert!((1..=64).contains(&config.redis_pool_size));
+    if let crate::config::StoreConfig::Redis(redis) = &config.store {
+        assert!((1..=64).contains(&redis.pool_size()));
+    }
     assert!(config.grpc_addr.port() == 0 || config.grpc_addr.port() != config.admin_addr.port());
     // Secrets never reach `Debug`: another valid key gives the same text. (Looking for the key's
     // text would be wrong: a printed value, like `ISSUER`, may hold the same characters.)
@@ -65,10 +67,10 @@ pub fn variables(data: &[u8]) -> HashMap<String, String> {
                     continue;
                 };
                 let real = VARIABLES.get(usize::from(pick) % VARIABLES.len());
-                let Some(&(name, _, _)) = real else {
+                let Some(var) = real else {
                     continue;
                 };
-                (name.to_owned(), value)
+                (var.name.to_owned(), value)
             }
         };
         if NOT_FUZZED.contains(&name.as_str()) {
@@ -88,7 +90,7 @@ mod tests {
     fn lines_decode_to_variables() {
         let vars = variables(b"PORT=8080\n\x02json\nCALLER_TOKEN_SHA256_FILE=/dev/zero\n\nX=");
         assert_eq!(vars.get("PORT").map(String::as_str), Some("8080"));
-        let (second, _, _) = VARIABLES[2];
+        let second = VARIABLES[2].name;
         assert_eq!(vars.get(second).map(String::as_str), Some("json"));
         assert_eq!(vars.get("X").map(String::as_str), Some(""));
         assert!(!vars.contains_key("CALLER_TOKEN_SHA256_FILE"));

@@ -17,7 +17,7 @@ use token_jwt::{
 use token_kms::{KeyRing, Schedule};
 
 use crate::config::{Config, KeySource};
-use crate::state::StartError;
+use crate::error::StartError;
 
 /// How long verifiers may cache the JWK Set (the `Cache-Control: max-age` of the document, and
 /// the time a new key is published before it signs).
@@ -40,13 +40,6 @@ impl fmt::Debug for Keys {
     }
 }
 
-fn start_err(var: &'static str, e: impl fmt::Display) -> StartError {
-    StartError::Config {
-        var,
-        reason: e.to_string(),
-    }
-}
-
 impl Keys {
     /// Loads or generates the first key and publishes it.
     ///
@@ -60,11 +53,11 @@ impl Keys {
             config.access_token_ttl,
             config.key_rotation_period,
         )
-        .map_err(|e| start_err("KEY_ROTATION_PERIOD", e))?;
-        let ring = Arc::new(
-            KeyRing::new(schedule, provider.clone())
-                .map_err(|e| StartError::Other(e.to_string()))?,
-        );
+        .map_err(|source| StartError::Kms {
+            var: "KEY_ROTATION_PERIOD",
+            source,
+        })?;
+        let ring = Arc::new(KeyRing::new(schedule, provider.clone()).map_err(StartError::KeyRing)?);
         let mut generated_alg = None;
         let signer: Arc<dyn AsyncJwsSigner> = match &config.key_source {
             KeySource::Ephemeral => {
@@ -77,17 +70,23 @@ impl Keys {
                 generated_alg = Some(config.signing_alg);
                 local_signer(
                     &*provider,
-                    &PrivateKey::generate(config.signing_alg)
-                        .map_err(|e| StartError::Other(e.to_string()))?,
+                    &PrivateKey::generate(config.signing_alg).map_err(|source| {
+                        StartError::Key {
+                            var: "SIGNING_ALG",
+                            source,
+                        }
+                    })?,
                 )?
             }
             KeySource::File(path) => {
-                let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                    start_err(
-                        "SIGNING_KEY_FILE",
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?);
+                let text =
+                    zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+                        StartError::ReadFile {
+                            var: "SIGNING_KEY_FILE",
+                            path: path.clone(),
+                            source,
+                        }
+                    })?);
                 if text.contains("\"ciphertext\"") {
                     wrapped_signer(config, text.as_bytes(), &*provider).await?
                 } else {
@@ -96,7 +95,10 @@ impl Keys {
                     } else {
                         PrivateKey::from_pkcs8_pem(&text)
                     }
-                    .map_err(|e| start_err("SIGNING_KEY_FILE", e))?;
+                    .map_err(|source| StartError::Key {
+                        var: "SIGNING_KEY_FILE",
+                        source,
+                    })?;
                     local_signer(&*provider, &key)?
                 }
             }
@@ -104,13 +106,15 @@ impl Keys {
                 let client = kms_client(config).await?;
                 let signer = token_kms::KmsSigner::connect(&client, key_id.as_str())
                     .await
-                    .map_err(|e| start_err("KMS_KEY_ID", e))?;
+                    .map_err(|source| StartError::Kms {
+                        var: "KMS_KEY_ID",
+                        source,
+                    })?;
                 Arc::new(signer)
             }
         };
         tracing::info!(kid = signer.key_id(), alg = %signer.algorithm(), "signing key loaded");
-        ring.rotate_now(signer, now)
-            .map_err(|e| StartError::Other(e.to_string()))?;
+        ring.rotate_now(signer, now).map_err(StartError::KeyRing)?;
         let keys = Keys {
             ring,
             publisher: JwksPublisher::new(JWKS_CACHE_TTL),
@@ -126,7 +130,7 @@ impl Keys {
         let (version, published) = self.ring.published_with_version();
         self.publisher
             .update(version, &published)
-            .map_err(|e| StartError::Other(e.to_string()))?;
+            .map_err(StartError::Jwks)?;
         Ok(())
     }
 
@@ -192,7 +196,7 @@ impl Keys {
     ) {
         loop {
             tokio::select! {
-                () = tokio::time::sleep(interval) => self.tick(crate::service::now()),
+                () = tokio::time::sleep(interval) => self.tick(crate::clock::now()),
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
@@ -209,9 +213,10 @@ fn local_signer(
     provider: &dyn CryptoProvider,
     key: &PrivateKey,
 ) -> Result<Arc<dyn AsyncJwsSigner>, StartError> {
-    let signer = provider
-        .signer(key)
-        .map_err(|e| StartError::Other(e.to_string()))?;
+    let signer = provider.signer(key).map_err(|source| StartError::Key {
+        var: "SIGNING_KEY_FILE",
+        source,
+    })?;
     // A local signer is usable wherever an async one is expected (blanket impl).
     Ok(Arc::new(signer))
 }
@@ -223,7 +228,10 @@ async fn kms_client(config: &Config) -> Result<token_kms::KmsClient, StartError>
     }
     token_kms::KmsClient::connect(&b.build())
         .await
-        .map_err(|e| start_err("KMS_KEY_ID", e))
+        .map_err(|source| StartError::Kms {
+            var: "KMS_KEY_ID",
+            source,
+        })
 }
 
 async fn wrapped_signer(
@@ -231,8 +239,10 @@ async fn wrapped_signer(
     blob: &[u8],
     provider: &dyn CryptoProvider,
 ) -> Result<Arc<dyn AsyncJwsSigner>, StartError> {
-    let blob =
-        token_kms::WrappedKeyBlob::from_json(blob).map_err(|e| start_err("SIGNING_KEY_FILE", e))?;
+    let blob = token_kms::WrappedKeyBlob::from_json(blob).map_err(|source| StartError::Kms {
+        var: "SIGNING_KEY_FILE",
+        source,
+    })?;
     let wrapping = config
         .wrapping_key_id
         .clone()
@@ -240,7 +250,10 @@ async fn wrapped_signer(
     let client = kms_client(config).await?;
     let key = token_kms::WrappedKey::unwrap(&client, &blob, &wrapping, provider)
         .await
-        .map_err(|e| start_err("SIGNING_KEY_FILE", e))?;
+        .map_err(|source| StartError::Kms {
+            var: "SIGNING_KEY_FILE",
+            source,
+        })?;
     Ok(Arc::new(key))
 }
 
@@ -257,6 +270,9 @@ pub async fn wrap_command(
     let client = kms_client(config).await?;
     let blob = token_kms::wrap_new_key(&client, kms_key_id, alg)
         .await
-        .map_err(|e| start_err("WRAPPING_KMS_KEY_ID", e))?;
+        .map_err(|source| StartError::Kms {
+            var: "WRAPPING_KMS_KEY_ID",
+            source,
+        })?;
     Ok(blob.to_json())
 }

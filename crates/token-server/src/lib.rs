@@ -2,7 +2,7 @@
 //! `token.v1.TokenService` implementation, the admin HTTP port, metrics and logging.
 //!
 //! The server is thin: it parses configuration ([`config`]), wires the library crates together
-//! ([`state`]), maps their errors to gRPC statuses ([`errors`]) and exposes operations
+//! ([`state`]), maps their errors to gRPC statuses ([`status`]) and exposes operations
 //! endpoints ([`admin`]). Token logic lives in `token-jwt`, `token-dpop` and `token-refresh`;
 //! the generated messages and the `TokenService` trait it implements live in `token-proto`,
 //! whose descriptor set it serves through gRPC reflection (`grpc.reflection.v1` and
@@ -13,14 +13,16 @@
 
 pub mod admin;
 pub mod auth;
+pub mod clock;
 pub mod config;
-pub mod errors;
+pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keys;
 pub mod metrics;
 pub mod service;
 pub mod state;
+pub mod status;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -32,9 +34,9 @@ use tokio::sync::watch;
 
 use crate::auth::{CallerAuth, CallerAuthLayer};
 use crate::config::Config;
+pub use crate::error::StartError;
 use crate::service::TokenServiceImpl;
 use crate::state::AppState;
-pub use crate::state::StartError;
 
 /// A running server.
 #[derive(Debug)]
@@ -65,13 +67,14 @@ impl RunningServer {
             (grpc, admin)
         })
         .await;
-        match drained {
-            Ok((Ok(Ok(())), Ok(Ok(())))) => Ok(()),
-            Ok(_) => Err(StartError::Other("a server task failed".into())),
-            Err(_) => Err(StartError::Other(
-                "in-flight requests did not finish within SHUTDOWN_GRACE_SECONDS".into(),
-            )),
-        }
+        let Ok((grpc, admin)) = drained else {
+            return Err(StartError::DrainTimeout);
+        };
+        grpc.map_err(StartError::Task)?.map_err(StartError::Serve)?;
+        admin
+            .map_err(StartError::Task)?
+            .map_err(StartError::Admin)?;
+        Ok(())
     }
 }
 
@@ -80,7 +83,7 @@ impl RunningServer {
 /// # Errors
 /// A [`StartError`] naming the variable at fault, or a bind failure.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
-    let metrics = crate::metrics::install_recorder().map_err(StartError::Other)?;
+    let metrics = crate::metrics::install_recorder().map_err(StartError::Metrics)?;
 
     let mut digests = config.caller_token_digests.clone();
     let mtls = config
@@ -88,8 +91,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .as_ref()
         .is_some_and(|t| t.client_ca_file.is_some());
     let generated_caller_token = if digests.is_empty() && !mtls {
-        let token = token_jwt::random_id().map_err(|e| StartError::Other(e.to_string()))?
-            + &token_jwt::random_id().map_err(|e| StartError::Other(e.to_string()))?;
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::getrandom(bytes.as_mut_slice()).map_err(StartError::Random)?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         digests.push(CallerAuth::digest(&token));
         // Logged once, on purpose: without it nobody could call the service started with no
         // configuration. Configure CALLER_TOKEN_SHA256 or mutual TLS in production.
@@ -121,10 +125,16 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         })?;
     let grpc_addr = grpc_listener
         .local_addr()
-        .map_err(|e| StartError::Other(e.to_string()))?;
+        .map_err(|source| StartError::Bind {
+            addr: config.grpc_addr,
+            source,
+        })?;
     let admin_addr = admin_listener
         .local_addr()
-        .map_err(|e| StartError::Other(e.to_string()))?;
+        .map_err(|source| StartError::Bind {
+            addr: config.admin_addr,
+            source,
+        })?;
 
     let state = Arc::new(AppState::build(config).await?);
     let service = TokenServiceServer::new(TokenServiceImpl::new(state.clone()))
@@ -138,20 +148,19 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(token_proto::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection()
-        .build_v1()
-        .map_err(|e| StartError::Other(e.to_string()))?;
+    let reflection_v1 = reflection().build_v1().map_err(StartError::Reflection)?;
     let reflection_v1alpha = reflection()
         .build_v1alpha()
-        .map_err(|e| StartError::Other(e.to_string()))?;
+        .map_err(StartError::Reflection)?;
 
     let (shutdown, mut rx) = watch::channel(false);
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         let read = |var: &'static str, path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| StartError::Config {
+            std::fs::read(path).map_err(|source| StartError::ReadFile {
                 var,
-                reason: format!("cannot read {}: {e}", path.display()),
+                path: path.to_owned(),
+                source,
             })
         };
         let identity = tonic::transport::Identity::from_pem(
@@ -165,12 +174,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 ca,
             )?));
         }
-        builder = builder
-            .tls_config(tls_config)
-            .map_err(|e| StartError::Config {
-                var: "TLS_CERT_FILE",
-                reason: e.to_string(),
-            })?;
+        builder = builder.tls_config(tls_config).map_err(StartError::Tls)?;
     }
     let router = builder
         .layer(CallerAuthLayer::new(auth))

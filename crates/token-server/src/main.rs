@@ -1,6 +1,9 @@
 //! The `token-service` binary: reads the configuration from the environment, starts the server,
 //! and on SIGTERM or Ctrl-C stops accepting and drains in-flight requests before exiting 0.
-//! `token-service keys wrap` creates a KMS-wrapped signing key.
+//! Subcommands (`token-service --help`): `config check` validates the environment exactly as
+//! start-up does and prints the configuration in force, secrets redacted; `config table`
+//! prints the Markdown table of every variable (the README's); `keys wrap` creates a
+//! KMS-wrapped signing key.
 #![allow(
     clippy::print_stdout,
     reason = "a command-line program prints its results"
@@ -24,13 +27,13 @@ async fn main() -> ExitCode {
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
-            token_server::telemetry::init(LogFormat::Pretty);
+            token_server::telemetry::init(LogFormat::Pretty, "info");
             tracing::error!("invalid configuration: {e}");
             eprintln!("token-service: invalid configuration: {e}");
             return ExitCode::from(2);
         }
     };
-    token_server::telemetry::init(config.log_format);
+    token_server::telemetry::init(config.log_format, &config.log_filter);
     let server = match token_server::start(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -78,15 +81,49 @@ async fn wait_for_signal() {
 
 const USAGE: &str = "\
 usage: token-service                     run the server (configuration from the environment)
+       token-service config check        validate the environment as start-up does and print
+                                         the configuration in force (secrets redacted);
+                                         exit 2 naming the variable on an error
+       token-service config table        print every variable as a Markdown table
        token-service keys wrap --kms-key-id ID [--alg ES256|EdDSA]
                                          generate a signing key, encrypt it with the KMS key ID,
                                          print the wrapped blob (JSON) for SIGNING_KEY_FILE
+       token-service help                this text
 ";
 
-/// Subcommands; `keys wrap` is the only one.
+/// Reads the configuration for a subcommand, or says why not (exit code 2).
+fn config_or_exit() -> Result<Config, ExitCode> {
+    Config::from_env().map_err(|e| {
+        eprintln!("token-service: invalid configuration: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// The subcommands.
 async fn command(args: &[String]) -> ExitCode {
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
     let (kms_key_id, alg) = match strs.as_slice() {
+        ["config", "table"] => {
+            print!("{}", token_server::config::markdown_table());
+            return ExitCode::SUCCESS;
+        }
+        ["config", "check"] => {
+            let config = match config_or_exit() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let effective = config.effective();
+            let width = effective
+                .iter()
+                .map(|(name, _)| name.len())
+                .max()
+                .unwrap_or(0);
+            for (name, value) in effective {
+                println!("{name:<width$}  {value}");
+            }
+            println!("\nconfiguration OK");
+            return ExitCode::SUCCESS;
+        }
         ["keys", "wrap", "--kms-key-id", id] => (*id, token_jwt::Algorithm::ES256),
         ["keys", "wrap", "--kms-key-id", id, "--alg", alg]
         | ["keys", "wrap", "--alg", alg, "--kms-key-id", id] => match *alg {
@@ -106,14 +143,11 @@ async fn command(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    token_server::telemetry::init(LogFormat::Pretty);
-    let config = match Config::from_env() {
+    let config = match config_or_exit() {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("token-service: invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
+    token_server::telemetry::init(LogFormat::Pretty, &config.log_filter);
     match token_server::keys::wrap_command(&config, kms_key_id, alg).await {
         Ok(json) => {
             println!("{json}");

@@ -3,7 +3,7 @@
 //! Logic lives in the libraries: `token-dpop` validates proofs, `token-refresh` owns families
 //! and rotation, `token-jwt` builds, signs and verifies access tokens. This file checks
 //! requests, wires those calls in the order of the request flow (see ARCHITECTURE), records
-//! metrics and maps errors through [`crate::errors`].
+//! metrics and maps errors through [`crate::status`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,9 +18,10 @@ use token_proto::{
 use token_refresh::{Family, FamilyId};
 use tonic::{Request, Response, Status};
 
-use crate::errors::{self, invalid_request};
+use crate::clock::now;
 use crate::metrics as m;
 use crate::state::AppState;
+use crate::status::{self, invalid_request};
 
 /// Longest subject, client id, audience or scope accepted.
 const MAX_FIELD_BYTES: usize = 1024;
@@ -44,18 +45,6 @@ impl TokenServiceImpl {
     pub fn new(state: Arc<AppState>) -> Self {
         TokenServiceImpl { state }
     }
-}
-
-/// The current time in seconds since the Unix epoch: the one place the server reads the clock
-/// for token logic (libraries take it as a parameter).
-pub fn now() -> i64 {
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "the server is where the clock is read"
-    )]
-    let t = std::time::SystemTime::now();
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Runs a store operation, recording its latency by `op`.
@@ -202,7 +191,7 @@ impl TokenServiceImpl {
             Err(e) => {
                 metrics::counter!(m::DPOP_VALIDATIONS, "outcome" => "invalid", "reason" => e.description())
                     .increment(1);
-                Err(errors::dpop(&e))
+                Err(status::dpop(&e))
             }
         }
     }
@@ -217,7 +206,7 @@ impl TokenServiceImpl {
         let token = encoder
             .encode_async(&claims, &*signer)
             .await
-            .map_err(|e| errors::signing(&e))?;
+            .map_err(|e| status::signing(&e))?;
         metrics::histogram!(m::SIGN_SECONDS, "alg" => signer.algorithm().as_str())
             .record(start.elapsed());
         metrics::counter!(m::TOKENS_ISSUED, "type" => "access", "alg" => signer.algorithm().as_str())
@@ -376,7 +365,7 @@ impl TokenService for TokenServiceImpl {
                     .issue(&r.subject, &r.client_id, &r.scopes, jkt.as_deref(), now),
             )
             .await
-            .map_err(|e| errors::refresh(&e))?;
+            .map_err(|e| status::refresh(&e))?;
             tracing::Span::current().record("family_id", tracing::field::display(&family.id));
             metrics::counter!(m::TOKENS_ISSUED, "type" => "refresh", "alg" => "opaque")
                 .increment(1);
@@ -430,7 +419,7 @@ impl TokenService for TokenServiceImpl {
                         metrics::counter!(m::FAMILIES_REVOKED, "reason" => "reuse").increment(1);
                         tracing::warn!("refresh token reuse: the family was revoked");
                     }
-                    return Err(errors::refresh(&e));
+                    return Err(status::refresh(&e));
                 }
             };
             let family = &outcome.family;
@@ -471,7 +460,7 @@ impl TokenService for TokenServiceImpl {
                     let outcome = rotator
                         .revoke_token(&t, now)
                         .await
-                        .map_err(|e| errors::refresh(&e))?;
+                        .map_err(|e| status::refresh(&e))?;
                     (revoked_count(&outcome)?, "token")
                 }
                 Some(revoke_token_request::Target::FamilyId(id)) if !id.is_empty() => {
@@ -480,7 +469,7 @@ impl TokenService for TokenServiceImpl {
                     let outcome = rotator
                         .revoke_family(&id, now)
                         .await
-                        .map_err(|e| errors::refresh(&e))?;
+                        .map_err(|e| status::refresh(&e))?;
                     (revoked_count(&outcome)?, "family")
                 }
                 Some(revoke_token_request::Target::Subject(s)) if !s.is_empty() => {
@@ -488,7 +477,7 @@ impl TokenService for TokenServiceImpl {
                     let n = rotator
                         .revoke_subject(&s, now)
                         .await
-                        .map_err(|e| errors::refresh(&e))?;
+                        .map_err(|e| status::refresh(&e))?;
                     (u32::try_from(n).unwrap_or(u32::MAX), "subject")
                 }
                 _ => {
@@ -575,7 +564,7 @@ impl TokenService for TokenServiceImpl {
                         ..ValidateDPoPResponse::default()
                     }))
                 }
-                Err(e) if e.is_server_error() => Err(errors::dpop(&e)),
+                Err(e) if e.is_server_error() => Err(status::dpop(&e)),
                 Err(e) => {
                     metrics::counter!(m::DPOP_VALIDATIONS, "outcome" => "invalid", "reason" => e.description())
                         .increment(1);
@@ -621,7 +610,7 @@ fn revoked_count(outcome: &token_refresh::RevokeOutcome) -> Result<u32, Status> 
     match outcome {
         RevokeOutcome::Revoked(_) => Ok(1),
         RevokeOutcome::AlreadyRevoked | RevokeOutcome::NotFound => Ok(0),
-        RevokeOutcome::Forged => Err(errors::with_oauth_error(
+        RevokeOutcome::Forged => Err(status::with_oauth_error(
             Status::invalid_argument("the refresh token is not valid"),
             "invalid_request",
         )),

@@ -2,7 +2,6 @@
 //! refresh-token rotator and its store, the revocation list, the DPoP validator and the
 //! verification policy for our own tokens.
 
-use std::fmt;
 use std::sync::Arc;
 
 use token_dpop::{
@@ -10,41 +9,12 @@ use token_dpop::{
 };
 use token_jwt::Policy;
 use token_refresh::{FamilyStore, MemoryStore, Pepper, RevocationList, Rotator, RotatorConfig};
-use token_store_redis::{RedisConfig, RedisStore};
+use token_store_redis::RedisStore;
+use zeroize::Zeroizing;
 
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, ConfigError, StoreConfig};
+use crate::error::StartError;
 use crate::keys::Keys;
-
-/// Why the server could not start; names the variable when one is at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A configuration value that parsed but cannot be used.
-    #[error("{var}: {reason}")]
-    Config {
-        /// The variable.
-        var: &'static str,
-        /// What went wrong.
-        reason: String,
-    },
-    /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// Anything else at start-up.
-    #[error("{0}")]
-    Other(String),
-}
-
-fn config_err(var: &'static str, reason: impl fmt::Display) -> StartError {
-    StartError::Config {
-        var,
-        reason: reason.to_string(),
-    }
-}
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -70,7 +40,7 @@ impl AppState {
     /// A [`StartError`] naming the variable at fault.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let provider = token_jwt::fastest_provider();
-        let keys = Arc::new(Keys::load(&config, crate::service::now()).await?);
+        let keys = Arc::new(Keys::load(&config, crate::clock::now()).await?);
 
         let (store, revocations, replay): (
             Arc<dyn FamilyStore>,
@@ -85,39 +55,30 @@ impl AppState {
                 let memory = Arc::new(MemoryStore::new());
                 (memory.clone(), memory, Arc::new(MemoryReplayCache::new()))
             }
-            StoreConfig::Redis(url) => {
-                let redis_config = RedisConfig::builder(url.clone())
-                    .pool_size(config.redis_pool_size)
-                    .command_timeout(std::time::Duration::from_millis(
-                        config.redis_command_timeout_ms,
-                    ))
-                    .build()
-                    .map_err(|e| config_err("REDIS_URL", e))?;
-                let redacted = redis_config.redacted_url();
+            StoreConfig::Redis(redis_config) => {
                 let redis = Arc::new(
-                    RedisStore::connect(redis_config)
+                    RedisStore::connect((**redis_config).clone())
                         .await
-                        .map_err(|e| config_err("REDIS_URL", e))?,
+                        .map_err(StartError::Redis)?,
                 );
-                tracing::info!(url = %redacted, deployment = ?redis.deployment(), "connected to Redis");
+                tracing::info!(
+                    url = %redis_config.redacted_url(),
+                    deployment = ?redis.deployment(),
+                    "connected to Redis"
+                );
                 (redis.clone(), redis.clone(), redis)
             }
         };
-        if config.pepper.is_none() && matches!(config.store, StoreConfig::Redis(_)) {
-            return Err(config_err(
-                "REFRESH_TOKEN_PEPPER",
-                "required with REDIS_URL: every instance must hash refresh tokens with the same key",
-            ));
-        }
 
+        // `Config` refuses Redis without a pepper: a random one is for a single instance only.
         let pepper = match &config.pepper {
-            Some(bytes) => {
-                Pepper::new(bytes.to_vec()).map_err(|e| config_err("REFRESH_TOKEN_PEPPER", e))?
-            }
+            Some(pepper) => pepper.clone(),
             None => {
-                let mut bytes = zeroize::Zeroizing::new(vec![0u8; 32]);
-                getrandom::getrandom(&mut bytes).map_err(|e| StartError::Other(e.to_string()))?;
-                Pepper::new(bytes.to_vec()).map_err(|e| StartError::Other(e.to_string()))?
+                let mut bytes = Zeroizing::new(vec![0u8; 32]);
+                getrandom::getrandom(&mut bytes).map_err(StartError::Random)?;
+                Pepper::new(bytes.to_vec()).map_err(|e| {
+                    ConfigError::new("REFRESH_TOKEN_PEPPER", format!("a random pepper: {e}"))
+                })?
             }
         };
         let secs = std::time::Duration::from_secs;
@@ -128,26 +89,23 @@ impl AppState {
             .grace_max_uses(config.grace_max_uses)
             .max_access_token_lifetime(secs(config.access_token_ttl))
             .build()
-            .map_err(|e| config_err("REFRESH_TOKEN_TTL", e))?;
+            .map_err(|e| ConfigError::new("REFRESH_TOKEN_TTL", e.to_string()))?;
         let rotator = Rotator::new(store, pepper, rotator_config);
 
         let mut dpop_config = ValidatorConfig::builder(provider.clone())
             .max_age(config.dpop_max_age)
             .leeway(config.dpop_leeway);
         if config.dpop_nonce_required {
+            // `Config` refuses Redis without a nonce key: a random one is for one instance.
             let key = match &config.dpop_nonce_key {
-                Some(bytes) => {
-                    let secret: [u8; 32] = bytes
-                        .get(..32)
-                        .and_then(|b| b.try_into().ok())
-                        .ok_or_else(|| config_err("DPOP_NONCE_KEY", "must be at least 32 bytes"))?;
-                    NonceKey::from_bytes(&secret)
-                }
+                Some(key) => key.clone(),
                 None => {
                     tracing::warn!(
                         "DPOP_NONCE_KEY is unset: nonces are only valid at this instance"
                     );
-                    NonceKey::generate().map_err(|e| StartError::Other(e.to_string()))?
+                    NonceKey::generate().map_err(|e| {
+                        ConfigError::new("DPOP_NONCE_KEY", format!("a random key: {e}"))
+                    })?
                 }
             };
             dpop_config = dpop_config.require_nonce(Arc::new(NonceIssuer::new(key)));

@@ -1,4 +1,5 @@
-//! Logging setup: tracing with pretty or JSON output, filtered by `RUST_LOG`.
+//! Logging setup: tracing with pretty or JSON output, filtered by `RUST_LOG` (read and checked
+//! by [`crate::config`]).
 //!
 //! Nothing logs tokens, proofs or keys: handlers log outcomes, ids they minted (family ids,
 //! `jti`s) and caller ids, never request bodies.
@@ -7,9 +8,10 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber (once; later calls do nothing).
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber with `filter` (an `EnvFilter` directive; `info` when it does
+/// not parse), once; later calls do nothing.
+pub fn init(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true);

@@ -42,8 +42,8 @@ use token_proto::{
     IntrospectTokenRequest, RefreshTokensRequest, RevokeTokenRequest, TokenResponse,
     revoke_token_request::Target,
 };
-use token_testkit::port::free_port;
 use token_server::config::Config;
+use token_testkit::port::free_port;
 use token_testkit::{RedisCluster, RedisServer};
 use tonic::transport::Channel;
 use tonic::{Code, Status};

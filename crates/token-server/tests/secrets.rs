@@ -72,7 +72,7 @@ async fn no_token_proof_or_key_material_in_logs_or_metrics() {
         s
     });
     let mut client = connect_when_up(port, "server up").await;
-    let now = token_server::service::now();
+    let now = token_server::clock::now();
     let proof_key = ProofBuilder::new(
         &PrivateKey::generate(Algorithm::EdDSA).unwrap(),
         &RustCryptoProvider::new(),

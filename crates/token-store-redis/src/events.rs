@@ -31,7 +31,6 @@ use tokio::task::JoinHandle;
 use crate::config::RedisConfig;
 use crate::conn::Conn;
 use crate::error::Error;
-use crate::store::RedisStore;
 
 const MIN_RETRY: Duration = Duration::from_millis(50);
 const MAX_RETRY: Duration = Duration::from_secs(2);
@@ -288,8 +287,27 @@ async fn run(mut l: Listener) {
 /// list locally.
 async fn resync(l: &mut Listener) -> Result<(), Error> {
     l.subscribe().await?;
-    for event in RedisStore::all_revocations(&l.conn).await? {
+    for event in all_revocations(&l.conn).await? {
         l.deliver(event);
     }
     Ok(())
+}
+
+/// Every revocation-list entry Redis still holds, lapsed or not.
+pub(crate) async fn all_revocations(conn: &Conn) -> Result<Vec<RevocationEvent>, Error> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let keys = conn.scan("revoked", &conn.keys.revoked_pattern()).await?;
+    let values: Vec<Option<String>> = futures_util::stream::iter(keys)
+        .map(|key| conn.get("revoked", key))
+        .buffer_unordered(64)
+        .try_collect()
+        .await?;
+    values
+        .into_iter()
+        .flatten()
+        .map(|json| {
+            RevocationEvent::from_json(json.as_bytes())
+                .map_err(|_| Error::unexpected("revoked", "a revocation entry does not decode"))
+        })
+        .collect()
 }

@@ -470,25 +470,6 @@ impl RedisStore {
             }
         }
     }
-
-    /// Every revocation-list entry Redis still holds, lapsed or not.
-    pub(crate) async fn all_revocations(conn: &Conn) -> Result<Vec<RevocationEvent>, Error> {
-        use futures_util::{StreamExt, TryStreamExt};
-        let keys = conn.scan("revoked", &conn.keys.revoked_pattern()).await?;
-        let values: Vec<Option<String>> = futures_util::stream::iter(keys)
-            .map(|key| conn.get("revoked", key))
-            .buffer_unordered(64)
-            .try_collect()
-            .await?;
-        values
-            .into_iter()
-            .flatten()
-            .map(|json| {
-                RevocationEvent::from_json(json.as_bytes())
-                    .map_err(|_| Error::unexpected("revoked", "a revocation entry does not decode"))
-            })
-            .collect()
-    }
 }
 
 #[cfg(feature = "refresh")]
@@ -537,7 +518,7 @@ impl RevocationList for RedisStore {
 
     fn revoked<'a>(&'a self, now: i64) -> StoreFuture<'a, Vec<RevocationEvent>> {
         Box::pin(async move {
-            let all = Self::all_revocations(&self.inner.conn).await?;
+            let all = crate::events::all_revocations(&self.inner.conn).await?;
             Ok(all.into_iter().filter(|e| e.is_listed(now)).collect())
         })
     }

@@ -82,7 +82,7 @@ pub(crate) fn oauth_error(s: &Status) -> &str {
 }
 
 pub(crate) fn now() -> i64 {
-    token_server::service::now()
+    token_server::clock::now()
 }
 
 /// A GenerateTokens request for `subject` by client `web` with scopes `read write`.
