@@ -55,6 +55,10 @@ fn steps(skip_deny: bool) -> Result<()> {
         println!("skipped: no proto/*.proto");
     }
 
+    heading("module cycles");
+    crate::modgraph::check(&repo_root())
+        .context("a module imports another that imports it back")?;
+
     heading("cargo clippy");
     cmd!(
         sh,

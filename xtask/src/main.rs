@@ -36,6 +36,7 @@ mod codegen;
 mod deny;
 mod fuzz;
 mod manifest;
+mod modgraph;
 mod release;
 mod services;
 mod soak;
