@@ -10,7 +10,7 @@ use std::time::Duration;
 use token_dpop::ProofBuilder;
 use token_jwt::{Algorithm, PrivateKey};
 use token_proto::token_service_client::TokenServiceClient;
-use token_proto::{DPoPProof, GenerateTokensRequest};
+use token_proto::{DPoPProof, GenerateTokensRequest, TokenResponse};
 use token_server::auth::CallerAuth;
 use token_server::config::Config;
 use tonic::transport::Channel;
@@ -55,6 +55,17 @@ pub(crate) fn config(extra: &[(&str, &str)]) -> Config {
 pub(crate) struct Harness {
     pub(crate) server: token_server::RunningServer,
     pub(crate) client: TokenServiceClient<Channel>,
+}
+
+impl Harness {
+    /// `GenerateTokens` as the authenticated caller; the test fails on an error status.
+    pub(crate) async fn generate(&mut self, req: GenerateTokensRequest) -> TokenResponse {
+        self.client
+            .generate_tokens(authed(req))
+            .await
+            .unwrap()
+            .into_inner()
+    }
 }
 
 /// Starts a server with [`config`]`(extra)` and connects a client.
