@@ -83,6 +83,9 @@ fn bench(c: &mut Criterion) {
             let name = provider.name();
             let builder = ProofBuilder::new(&key, &*provider).unwrap();
             let jkt = builder.jkt();
+            let bound = request
+                .with_access_token(ACCESS_TOKEN)
+                .with_expected_jkt(&jkt);
 
             // the raw primitive: a prepared key checking the proof's signature
             let proof = builder
@@ -114,17 +117,7 @@ fn bench(c: &mut Criterion) {
                             .proof_with_jti("GET", URI, Some(ACCESS_TOKEN), None, &jti, now)
                             .unwrap()
                     },
-                    |proof| {
-                        validator
-                            .validate_blocking(
-                                &[&proof],
-                                &request,
-                                Some(ACCESS_TOKEN),
-                                Some(&jkt),
-                                now,
-                            )
-                            .unwrap()
-                    },
+                    |proof| validator.validate_sync(&[&proof], &bound, now).unwrap(),
                     BatchSize::SmallInput,
                 );
             });
@@ -146,17 +139,7 @@ fn bench(c: &mut Criterion) {
                             .proof_with_jti("GET", URI, Some(ACCESS_TOKEN), None, &jti, now)
                             .unwrap()
                     },
-                    |proof| {
-                        validator
-                            .validate_blocking(
-                                &[&proof],
-                                &request,
-                                Some(ACCESS_TOKEN),
-                                Some(&jkt),
-                                now,
-                            )
-                            .unwrap()
-                    },
+                    |proof| validator.validate_sync(&[&proof], &bound, now).unwrap(),
                     BatchSize::SmallInput,
                 );
             });
@@ -210,6 +193,9 @@ fn interleaved() {
         for (i, provider) in all_providers().into_iter().enumerate() {
             let builder = ProofBuilder::new(&key, &*provider).unwrap();
             let jkt = builder.jkt();
+            let bound = request
+                .with_access_token(ACCESS_TOKEN)
+                .with_expected_jkt(&jkt);
             let proofs: Vec<String> = (0..BATCH * ROUNDS * 3)
                 .map(|n| {
                     builder
@@ -246,15 +232,7 @@ fn interleaved() {
                     let batch: Vec<&String> = next.by_ref().take(BATCH).collect();
                     let start = Instant::now();
                     for proof in batch {
-                        validator
-                            .validate_blocking(
-                                &[proof],
-                                &request,
-                                Some(ACCESS_TOKEN),
-                                Some(&jkt),
-                                now,
-                            )
-                            .unwrap();
+                        validator.validate_sync(&[proof], &bound, now).unwrap();
                     }
                     *best = best.min(per_op(start));
                 }

@@ -142,6 +142,11 @@ pub enum Error {
     /// The replay cache could not be reached. A server-side condition.
     #[error("the replay cache is unavailable")]
     ReplayCacheUnavailable(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// [`Validator::validate_sync`](crate::Validator::validate_sync) was used with a replay
+    /// cache that has no synchronous path (a networked one); the proof was not recorded. A
+    /// server-side integration error: use `Validator::validate`.
+    #[error("the replay cache has no synchronous path")]
+    ReplayCacheNotSynchronous,
 
     // ---- client side ---------------------------------------------------------------------
     /// Building a proof failed: the key could not sign, or the OS random number generator
@@ -177,14 +182,15 @@ impl Error {
         }
     }
 
-    /// Whether the failure is the server's, not the client's: the replay cache is full or
-    /// unreachable, the request URI given to the validator is not usable, or (client side)
+    /// Whether the failure is the server's, not the client's: the replay cache is full,
+    /// unreachable or has no synchronous path for `validate_sync`, the request URI given to the validator is not usable, or (client side)
     /// a proof could not be built. Answer with a 5xx status, not `invalid_dpop_proof`.
     pub fn is_server_error(&self) -> bool {
         matches!(
             self,
             Error::ReplayCacheFull
                 | Error::ReplayCacheUnavailable(_)
+                | Error::ReplayCacheNotSynchronous
                 | Error::InvalidRequestUri
                 | Error::Signing(_)
                 | Error::Random
@@ -237,6 +243,7 @@ impl Error {
             Error::Replay => "DPoP proof replayed",
             Error::ReplayCacheFull => "DPoP replay cache full",
             Error::ReplayCacheUnavailable(_) => "DPoP replay cache unavailable",
+            Error::ReplayCacheNotSynchronous => "DPoP replay cache has no synchronous path",
             Error::Signing(_) => "DPoP proof could not be signed",
             Error::Random => "random number generator failed",
         }
@@ -251,6 +258,7 @@ mod tests {
     fn codes() {
         assert_eq!(Error::Replay.oauth_error(), INVALID_DPOP_PROOF);
         assert_eq!(Error::ReplayCacheFull.oauth_error(), SERVER_ERROR);
+        assert_eq!(Error::ReplayCacheNotSynchronous.oauth_error(), SERVER_ERROR);
         let e = Error::NonceStale {
             fresh_nonce: "n".into(),
         };

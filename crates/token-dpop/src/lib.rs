@@ -7,7 +7,6 @@
 //! validates proofs on `GenerateTokens`, `RefreshTokens` and `ValidateDPoP`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod block_on;
 mod error;
 pub mod htu;
 pub mod nonce;
@@ -63,13 +62,10 @@ pub mod fuzzing {
         let _ = htu::normalize(text);
         let request = Request::new("POST", "https://server.example.com/token");
         let [plain, nonces] = validators();
-        let _ = plain.validate_blocking(&[text], &request, None, None, 1_562_262_616);
-        let _ = nonces.validate_blocking(
-            &[text],
-            &request,
-            Some("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU"),
-            Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"),
-            1_562_262_616,
-        );
+        let _ = plain.validate_sync(&[text], &request, 1_562_262_616);
+        let bound = request
+            .with_access_token("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU")
+            .with_expected_jkt("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I");
+        let _ = nonces.validate_sync(&[text], &bound, 1_562_262_616);
     }
 }

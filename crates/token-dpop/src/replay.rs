@@ -88,6 +88,20 @@ pub trait ReplayCache: Send + Sync + fmt::Debug {
         now: i64,
     ) -> ReplayFuture<'a>;
 
+    /// The same operation as [`insert_if_absent`](ReplayCache::insert_if_absent), answered
+    /// on this thread without waiting on I/O, for caches that can (the in-memory one): used
+    /// by [`Validator::validate_sync`](crate::Validator::validate_sync). `None` (the default)
+    /// means the cache has no synchronous path; the key is then not recorded.
+    fn insert_if_absent_sync(
+        &self,
+        key: &ReplayKey,
+        expires_at: i64,
+        now: i64,
+    ) -> Option<Result<bool, ReplayError>> {
+        let _ = (key, expires_at, now);
+        None
+    }
+
     /// A short name for logs and metrics.
     fn name(&self) -> &'static str {
         "replay-cache"
@@ -103,6 +117,14 @@ impl<T: ReplayCache + ?Sized> ReplayCache for Arc<T> {
     ) -> ReplayFuture<'a> {
         (**self).insert_if_absent(key, expires_at, now)
     }
+    fn insert_if_absent_sync(
+        &self,
+        key: &ReplayKey,
+        expires_at: i64,
+        now: i64,
+    ) -> Option<Result<bool, ReplayError>> {
+        (**self).insert_if_absent_sync(key, expires_at, now)
+    }
     fn name(&self) -> &'static str {
         (**self).name()
     }
@@ -116,6 +138,14 @@ impl<T: ReplayCache + ?Sized> ReplayCache for Box<T> {
         now: i64,
     ) -> ReplayFuture<'a> {
         (**self).insert_if_absent(key, expires_at, now)
+    }
+    fn insert_if_absent_sync(
+        &self,
+        key: &ReplayKey,
+        expires_at: i64,
+        now: i64,
+    ) -> Option<Result<bool, ReplayError>> {
+        (**self).insert_if_absent_sync(key, expires_at, now)
     }
     fn name(&self) -> &'static str {
         (**self).name()
@@ -266,6 +296,15 @@ impl ReplayCache for MemoryReplayCache {
         now: i64,
     ) -> ReplayFuture<'a> {
         Box::pin(std::future::ready(self.insert(key, expires_at, now)))
+    }
+
+    fn insert_if_absent_sync(
+        &self,
+        key: &ReplayKey,
+        expires_at: i64,
+        now: i64,
+    ) -> Option<Result<bool, ReplayError>> {
+        Some(self.insert(key, expires_at, now))
     }
 
     fn name(&self) -> &'static str {

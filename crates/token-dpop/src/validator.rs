@@ -45,19 +45,59 @@ pub fn access_token_hash(access_token: &str) -> String {
     token_jwt::base64url::encode(Sha256::digest(access_token.as_bytes()))
 }
 
-/// The HTTP request a proof is presented with.
+/// The HTTP request a proof is presented with, and what the proof must be bound to.
+///
+/// ```
+/// # use token_dpop::Request;
+/// let request = Request::new("GET", "https://api.example.com/resource")
+///     .with_access_token("the-access-token")
+///     .with_expected_jkt("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I");
+/// assert_eq!(request.access_token(), Some("the-access-token"));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request<'a> {
+    /// The HTTP method the request was made with; the proof's `htm` must equal it.
     method: &'a str,
+    /// The absolute target URI; the proof's `htu` must match it (normalized, without query
+    /// and fragment).
     uri: &'a str,
+    /// The access token presented with the request (`Authorization: DPoP <token>`), if any:
+    /// the proof must then carry the matching `ath`.
+    access_token: Option<&'a str>,
+    /// The RFC 7638 thumbprint of the key the access token or grant is bound to (`cnf.jkt`,
+    /// or a refresh-token family's key), if any: the proof's key must have this thumbprint.
+    expected_jkt: Option<&'a str>,
 }
 
 impl<'a> Request<'a> {
     /// A request with this method (case-sensitive, as in HTTP: `GET`, `POST`) and absolute
     /// target URI (`https://host/path?query`; query and fragment are ignored). Behind a proxy,
-    /// pass the URI the client used, not the internal one.
+    /// pass the URI the client used, not the internal one. No access token and no expected
+    /// key: add them with [`Request::with_access_token`] and [`Request::with_expected_jkt`].
     pub fn new(method: &'a str, uri: &'a str) -> Self {
-        Request { method, uri }
+        Request {
+            method,
+            uri,
+            access_token: None,
+            expected_jkt: None,
+        }
+    }
+
+    /// The request presents this access token: the proof must carry `ath`, the base64url
+    /// SHA-256 of the token ([`access_token_hash`]), or validation fails with
+    /// [`Error::MissingAth`] or [`Error::AthMismatch`].
+    #[must_use]
+    pub fn with_access_token(mut self, access_token: &'a str) -> Self {
+        self.access_token = Some(access_token);
+        self
+    }
+
+    /// The proof's key must have this RFC 7638 thumbprint (base64url SHA-256, as in
+    /// `cnf.jkt`), or validation fails with [`Error::JktMismatch`].
+    #[must_use]
+    pub fn with_expected_jkt(mut self, jkt: &'a str) -> Self {
+        self.expected_jkt = Some(jkt);
+        self
     }
 
     /// The method.
@@ -68,6 +108,16 @@ impl<'a> Request<'a> {
     /// The target URI.
     pub fn uri(&self) -> &'a str {
         self.uri
+    }
+
+    /// The access token whose hash the proof's `ath` must be, if any.
+    pub fn access_token(&self) -> Option<&'a str> {
+        self.access_token
+    }
+
+    /// The thumbprint the proof's key must have, if any.
+    pub fn expected_jkt(&self) -> Option<&'a str> {
+        self.expected_jkt
     }
 }
 
@@ -260,11 +310,35 @@ impl CheckedProof {
             .insert_if_absent(&self.replay_key, self.expires_at, now)
             .await
         {
-            Ok(true) => Ok(self.proof),
-            Ok(false) => Err(Error::Replay),
-            Err(ReplayError::Full) => Err(Error::ReplayCacheFull),
-            Err(ReplayError::Unavailable(e)) => Err(Error::ReplayCacheUnavailable(e)),
+            Ok(inserted) => self.recorded(inserted),
+            Err(e) => Err(replay_error(e)),
         }
+    }
+
+    /// [`CheckedProof::record`] through the cache's synchronous path
+    /// ([`ReplayCache::insert_if_absent_sync`]), without blocking on a future;
+    /// [`Error::ReplayCacheNotSynchronous`] when the cache has none.
+    fn record_sync(self, cache: &dyn ReplayCache, now: i64) -> Result<ValidatedProof> {
+        match cache.insert_if_absent_sync(&self.replay_key, self.expires_at, now) {
+            None => Err(Error::ReplayCacheNotSynchronous),
+            Some(Ok(inserted)) => self.recorded(inserted),
+            Some(Err(e)) => Err(replay_error(e)),
+        }
+    }
+
+    fn recorded(self, inserted: bool) -> Result<ValidatedProof> {
+        if inserted {
+            Ok(self.proof)
+        } else {
+            Err(Error::Replay)
+        }
+    }
+}
+
+fn replay_error(e: ReplayError) -> Error {
+    match e {
+        ReplayError::Full => Error::ReplayCacheFull,
+        ReplayError::Unavailable(e) => Error::ReplayCacheUnavailable(e),
     }
 }
 
@@ -321,9 +395,9 @@ impl Validator {
     }
 
     /// Validates the request's `DPoP` header values (all of them: more than one is refused)
-    /// against the request, the presented access token (checks `ath`) and the key the token
-    /// or grant is bound to (`expected_jkt`), at time `now` (Unix seconds), then records the
-    /// proof in the replay cache.
+    /// against the request (method, URI, and, when set, the presented access token, whose
+    /// hash `ath` must be, and the key thumbprint the token or grant is bound to), at time
+    /// `now` (Unix seconds), then records the proof in the replay cache.
     ///
     /// # Errors
     /// One [`Error`] variant per failed check; see [`Error::oauth_error`] for the answer.
@@ -331,29 +405,28 @@ impl Validator {
         &self,
         proofs: &[&str],
         request: &Request<'_>,
-        access_token: Option<&str>,
-        expected_jkt: Option<&str>,
         now: i64,
     ) -> Result<ValidatedProof> {
-        let checked = self.check(proofs, request, access_token, expected_jkt, now)?;
+        let checked = self.check(proofs, request, now)?;
         checked.record(&*self.replay, now).await
     }
 
-    /// [`Validator::validate`] for synchronous callers: drives the replay cache's future on
-    /// this thread. Meant for caches that need no async runtime, such as
-    /// [`crate::MemoryReplayCache`]; inside an async runtime, use `validate`.
+    /// [`Validator::validate`] for synchronous callers, through the replay cache's
+    /// synchronous path ([`ReplayCache::insert_if_absent_sync`]), such as
+    /// [`crate::MemoryReplayCache`]'s. It never blocks on a future: a cache without a
+    /// synchronous path (a networked one) fails with [`Error::ReplayCacheNotSynchronous`];
+    /// use `validate` for those.
     ///
     /// # Errors
-    /// As [`Validator::validate`].
-    pub fn validate_blocking(
+    /// As [`Validator::validate`], and [`Error::ReplayCacheNotSynchronous`].
+    pub fn validate_sync(
         &self,
         proofs: &[&str],
         request: &Request<'_>,
-        access_token: Option<&str>,
-        expected_jkt: Option<&str>,
         now: i64,
     ) -> Result<ValidatedProof> {
-        crate::block_on::block_on(self.validate(proofs, request, access_token, expected_jkt, now))
+        let checked = self.check(proofs, request, now)?;
+        checked.record_sync(&*self.replay, now)
     }
 
     /// Every check except the replay check, synchronously. The result must be
@@ -361,14 +434,7 @@ impl Validator {
     ///
     /// # Errors
     /// As [`Validator::validate`], except the replay errors.
-    pub fn check(
-        &self,
-        proofs: &[&str],
-        request: &Request<'_>,
-        access_token: Option<&str>,
-        expected_jkt: Option<&str>,
-        now: i64,
-    ) -> Result<CheckedProof> {
+    pub fn check(&self, proofs: &[&str], request: &Request<'_>, now: i64) -> Result<CheckedProof> {
         let cfg = &self.config;
         let proof = match proofs {
             [] => return Err(Error::MissingProof),
@@ -459,7 +525,7 @@ impl Validator {
             return Err(Error::IatTooOld);
         }
 
-        if let Some(token) = access_token {
+        if let Some(token) = request.access_token {
             let ath = string_claim(&claims, "ath")?.ok_or(Error::MissingAth)?;
             let expected = access_token_hash(token);
             if !bool::from(ath.as_bytes().ct_eq(expected.as_bytes())) {
@@ -469,7 +535,7 @@ impl Validator {
 
         let thumbprint = jwk.thumbprint_sha256();
         let jkt = token_jwt::base64url::encode(thumbprint);
-        if let Some(expected) = expected_jkt
+        if let Some(expected) = request.expected_jkt
             && !bool::from(jkt.as_bytes().ct_eq(expected.as_bytes()))
         {
             return Err(Error::JktMismatch);
@@ -615,5 +681,83 @@ impl KeyCache {
             }
         }
         shard.insert((alg, thumbprint), key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+
+    use super::*;
+    use crate::replay::{MemoryReplayCache, ReplayFuture};
+    use crate::{PrivateKey, ProofBuilder, SERVER_ERROR};
+
+    const NOW: i64 = 1_700_000_000;
+    const URI: &str = "https://as.example/token";
+
+    /// A cache with only the async path (like a networked one).
+    #[derive(Debug, Default)]
+    struct AsyncOnly(MemoryReplayCache);
+
+    impl ReplayCache for AsyncOnly {
+        fn insert_if_absent<'a>(
+            &'a self,
+            key: &'a ReplayKey,
+            expires_at: i64,
+            now: i64,
+        ) -> ReplayFuture<'a> {
+            self.0.insert_if_absent(key, expires_at, now)
+        }
+    }
+
+    fn proof_and_validator(cache: Arc<dyn ReplayCache>) -> (String, String, Validator) {
+        let provider: Arc<dyn CryptoProvider> = Arc::new(token_jwt::RustCryptoProvider::new());
+        let key = PrivateKey::generate(Algorithm::ES256).unwrap();
+        let client = ProofBuilder::new(&key, &*provider).unwrap();
+        let proof = client.proof("POST", URI, Some("at"), None, NOW).unwrap();
+        let validator = Validator::new(ValidatorConfig::new(provider), cache);
+        (proof, client.jkt(), validator)
+    }
+
+    #[test]
+    fn validate_sync_uses_the_synchronous_path() {
+        for cache in [
+            Arc::new(MemoryReplayCache::new()) as Arc<dyn ReplayCache>,
+            Arc::new(Arc::new(MemoryReplayCache::new())),
+        ] {
+            let (proof, jkt, v) = proof_and_validator(cache);
+            let request = Request::new("POST", URI)
+                .with_access_token("at")
+                .with_expected_jkt(&jkt);
+            assert_eq!(request.access_token(), Some("at"));
+            assert_eq!(request.expected_jkt(), Some(jkt.as_str()));
+            let ok = v.validate_sync(&[&proof], &request, NOW).unwrap();
+            assert_eq!(ok.jkt, jkt);
+            assert!(matches!(
+                v.validate_sync(&[&proof], &request, NOW),
+                Err(Error::Replay)
+            ));
+        }
+    }
+
+    #[test]
+    fn validate_sync_refuses_a_cache_without_a_synchronous_path() {
+        let cache = Arc::new(AsyncOnly::default());
+        let (proof, jkt, v) = proof_and_validator(cache.clone());
+        let request = Request::new("POST", URI)
+            .with_access_token("at")
+            .with_expected_jkt(&jkt);
+        let e = v.validate_sync(&[&proof], &request, NOW).unwrap_err();
+        assert!(matches!(e, Error::ReplayCacheNotSynchronous), "{e:?}");
+        assert!(e.is_server_error());
+        assert_eq!(e.oauth_error(), SERVER_ERROR);
+        // nothing was recorded
+        assert!(cache.0.is_empty());
+        // the checks still run first
+        let wrong = Request::new("POST", URI).with_access_token("other");
+        assert!(matches!(
+            v.validate_sync(&[&proof], &wrong, NOW),
+            Err(Error::AthMismatch)
+        ));
     }
 }

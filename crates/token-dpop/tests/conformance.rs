@@ -42,12 +42,20 @@ fn post() -> Request<'static> {
     Request::new("POST", URI)
 }
 
+/// `request`, presenting `token` as its access token when there is one.
+fn presenting<'a>(request: Request<'a>, token: Option<&'a str>) -> Request<'a> {
+    match token {
+        Some(token) => request.with_access_token(token),
+        None => request,
+    }
+}
+
 /// Validates one proof as `POST URI` at `NOW` with a fresh validator.
 fn run(
     provider: &Arc<dyn CryptoProvider>,
     proof: &str,
 ) -> Result<token_dpop::ValidatedProof, Error> {
-    validator(provider).validate_blocking(&[proof], &post(), None, None, NOW)
+    validator(provider).validate_sync(&[proof], &post(), NOW)
 }
 
 /// A client key that can sign arbitrary header and payload JSON.
@@ -212,11 +220,10 @@ fn rfc9449_proofs_validate_at_their_iat() {
         for name in RFC_PROOFS {
             let v = rfc_proof(name);
             let ok = validator(p)
-                .validate_blocking(
+                .validate_sync(
                     &[&v.proof],
-                    &Request::new(&v.method, &v.url),
-                    v.access_token.as_deref(),
-                    Some(RFC_JKT),
+                    &presenting(Request::new(&v.method, &v.url), v.access_token.as_deref())
+                        .with_expected_jkt(RFC_JKT),
                     v.iat,
                 )
                 .unwrap_or_else(|e| panic!("{name} with {}: {e:?}", p.name()));
@@ -236,8 +243,7 @@ fn rfc9449_refresh_proof_reuses_jti_after_the_window() {
         let v = validator(p);
         for name in &RFC_PROOFS[..2] {
             let r = rfc_proof(name);
-            v.validate_blocking(&[&r.proof], &post(), None, None, r.iat)
-                .unwrap();
+            v.validate_sync(&[&r.proof], &post(), r.iat).unwrap();
         }
     });
 }
@@ -248,7 +254,7 @@ fn derived_negative_vectors() {
     let neg = &vectors["derived_negative_vectors"];
     let code = rfc_proof(RFC_PROOFS[0]);
     let at = |p: &Arc<dyn CryptoProvider>, proof: &str, req: Request<'_>, now: i64| {
-        validator(p).validate_blocking(&[proof], &req, None, None, now)
+        validator(p).validate_sync(&[proof], &req, now)
     };
     each_provider(|p| {
         let none = neg["alg_none_unsigned"]["dpop"].as_str().unwrap();
@@ -287,9 +293,8 @@ fn derived_negative_vectors() {
         .unwrap();
         // [3] the same request twice: replay
         let v = validator(p);
-        v.validate_blocking(&[&code.proof], &post(), None, None, code.iat)
-            .unwrap();
-        let r = v.validate_blocking(&[&code.proof], &post(), None, None, code.iat);
+        v.validate_sync(&[&code.proof], &post(), code.iat).unwrap();
+        let r = v.validate_sync(&[&code.proof], &post(), code.iat);
         assert!(matches!(r, Err(Error::Replay)), "{r:?}");
         // [4] clock at iat + 301: too old; with nonces: use_dpop_nonce with a nonce
         let r = at(p, &code.proof, post(), code.iat + 301);
@@ -301,29 +306,29 @@ fn derived_negative_vectors() {
             Arc::new(MemoryReplayCache::new()),
         );
         let e = with_nonces
-            .validate_blocking(&[&code.proof], &post(), None, None, code.iat + 301)
+            .validate_sync(&[&code.proof], &post(), code.iat + 301)
             .unwrap_err();
         assert!(matches!(e, Error::NonceRequired { .. }), "{e:?}");
         assert_eq!(e.oauth_error(), "use_dpop_nonce");
         assert!(e.fresh_nonce().is_some());
         // [5] ath mismatch with a different access token
         let rs = rfc_proof(RFC_PROOFS[2]);
-        let r = validator(p).validate_blocking(
+        let r = validator(p).validate_sync(
             &[&rs.proof],
-            &Request::new(&rs.method, &rs.url),
-            Some("a-different-access-token"),
-            None,
+            &Request::new(&rs.method, &rs.url).with_access_token("a-different-access-token"),
             rs.iat,
         );
         assert!(matches!(r, Err(Error::AthMismatch)), "{r:?}");
         // [6] a Bearer scheme downgrade is decided where the Authorization header is read
         // (token-server: invalid_token), not by proof validation.
         // [7] access token bound to another key
-        let r = validator(p).validate_blocking(
+        let r = validator(p).validate_sync(
             &[&rs.proof],
-            &Request::new(&rs.method, &rs.url),
-            rs.access_token.as_deref(),
-            Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"),
+            &presenting(
+                Request::new(&rs.method, &rs.url),
+                rs.access_token.as_deref(),
+            )
+            .with_expected_jkt("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"),
             rs.iat,
         );
         assert!(matches!(r, Err(Error::JktMismatch)), "{r:?}");
@@ -350,11 +355,11 @@ fn built_proofs_validate_for_every_algorithm_and_provider() {
                 )
                 .unwrap();
             let ok = validator(p)
-                .validate_blocking(
+                .validate_sync(
                     &[&proof],
-                    &Request::new("GET", "https://rs.example/a"),
-                    Some("tok"),
-                    Some(&b.jkt()),
+                    &Request::new("GET", "https://rs.example/a")
+                        .with_access_token("tok")
+                        .with_expected_jkt(&b.jkt()),
                     NOW,
                 )
                 .unwrap();
@@ -394,9 +399,9 @@ fn check_then_record_is_validate() {
         let v = validator(p);
         let c = Client::new(Algorithm::ES256, p);
         let proof = c.proof();
-        let checked: CheckedProof = v.check(&[&proof], &post(), None, None, NOW).unwrap();
+        let checked: CheckedProof = v.check(&[&proof], &post(), NOW).unwrap();
         assert_eq!(checked.expires_at(), NOW + 60 + 5 + 1);
-        let again = v.check(&[&proof], &post(), None, None, NOW).unwrap();
+        let again = v.check(&[&proof], &post(), NOW).unwrap();
         assert_eq!(checked.replay_key(), again.replay_key());
         let cache = MemoryReplayCache::new();
         let ok = token_dpop_block_on(checked.record(&cache, NOW)).unwrap();
@@ -434,25 +439,23 @@ fn key_cache_keeps_every_check() {
                 &signature(&Client::new(c.signer.algorithm(), p).proof()),
             );
             assert!(matches!(
-                v.validate_blocking(&[&forged], &post(), None, None, NOW),
+                v.validate_sync(&[&forged], &post(), NOW),
                 Err(Error::BadSignature)
             ));
             for _ in 0..3 {
-                v.validate_blocking(&[&c.proof()], &post(), None, None, NOW)
-                    .unwrap();
+                v.validate_sync(&[&c.proof()], &post(), NOW).unwrap();
                 // with the key prepared, a bad signature is still refused
                 let forged = replace_signature(
                     &c.proof(),
                     &signature(&Client::new(c.signer.algorithm(), p).proof()),
                 );
                 assert!(matches!(
-                    v.validate_blocking(&[&forged], &post(), None, None, NOW),
+                    v.validate_sync(&[&forged], &post(), NOW),
                     Err(Error::BadSignature)
                 ));
                 // and another key of the same type is prepared on its own
                 let other = Client::new(c.signer.algorithm(), p);
-                v.validate_blocking(&[&other.proof()], &post(), None, None, NOW)
-                    .unwrap();
+                v.validate_sync(&[&other.proof()], &post(), NOW).unwrap();
             }
         }
     });
@@ -469,7 +472,7 @@ fn shared_types_are_send_and_sync() {
     send_sync(&NonceIssuer::new(NonceKey::from_bytes(&[1; 32])));
     // the async validation can run on a multi-threaded runtime
     let request = post();
-    let fut = v.validate(&["x"], &request, None, None, NOW);
+    let fut = v.validate(&["x"], &request, NOW);
     send(&fut);
     drop(fut);
 }
@@ -479,7 +482,7 @@ fn shared_types_are_send_and_sync() {
 #[test]
 fn no_proof() {
     each_provider(|p| {
-        let r = validator(p).validate_blocking(&[], &post(), None, None, NOW);
+        let r = validator(p).validate_sync(&[], &post(), NOW);
         assert!(matches!(r, Err(Error::MissingProof)));
     });
 }
@@ -490,14 +493,13 @@ fn two_proofs() {
         let c = Client::new(Algorithm::ES256, p);
         let (a, b) = (c.proof(), c.proof());
         let v = validator(p);
-        let r = v.validate_blocking(&[&a, &b], &post(), None, None, NOW);
+        let r = v.validate_sync(&[&a, &b], &post(), NOW);
         assert!(matches!(r, Err(Error::MultipleProofs)));
         // even two copies of the same proof
-        let r = v.validate_blocking(&[&a, &a], &post(), None, None, NOW);
+        let r = v.validate_sync(&[&a, &a], &post(), NOW);
         assert!(matches!(r, Err(Error::MultipleProofs)));
         // and neither was recorded
-        v.validate_blocking(&[&a], &post(), None, None, NOW)
-            .unwrap();
+        v.validate_sync(&[&a], &post(), NOW).unwrap();
     });
 }
 
@@ -519,8 +521,7 @@ fn oversize_proof() {
                 .build(),
             Arc::new(MemoryReplayCache::new()),
         );
-        v.validate_blocking(&[&big], &post(), None, None, NOW)
-            .unwrap();
+        v.validate_sync(&[&big], &post(), NOW).unwrap();
     });
 }
 
@@ -696,12 +697,11 @@ fn alg_not_on_allow_list() {
         );
         for alg in [Algorithm::ES384, Algorithm::EdDSA] {
             let proof = Client::new(alg, p).proof();
-            let r = v.validate_blocking(&[&proof], &post(), None, None, NOW);
+            let r = v.validate_sync(&[&proof], &post(), NOW);
             assert!(matches!(r, Err(Error::AlgNotAllowed)), "{alg}");
         }
         let proof = Client::new(Algorithm::ES256, p).proof();
-        v.validate_blocking(&[&proof], &post(), None, None, NOW)
-            .unwrap();
+        v.validate_sync(&[&proof], &post(), NOW).unwrap();
     });
 }
 
@@ -974,13 +974,7 @@ fn wrong_htm() {
     each_client(|p, c| {
         let proof = c.proof();
         for method in ["GET", "post", "PUT", ""] {
-            let r = validator(p).validate_blocking(
-                &[&proof],
-                &Request::new(method, URI),
-                None,
-                None,
-                NOW,
-            );
+            let r = validator(p).validate_sync(&[&proof], &Request::new(method, URI), NOW);
             assert!(matches!(r, Err(Error::HtmMismatch)), "{method}");
         }
         let proof = c.with_claims(|m| {
@@ -1007,13 +1001,7 @@ fn wrong_htu() {
             "https://other.example.com/token",
             "https://server.example.com/par",
         ] {
-            let r = validator(p).validate_blocking(
-                &[&proof],
-                &Request::new("POST", uri),
-                None,
-                None,
-                NOW,
-            );
+            let r = validator(p).validate_sync(&[&proof], &Request::new("POST", uri), NOW);
             assert!(matches!(r, Err(Error::HtuMismatch)), "{uri}");
         }
         for uri in [
@@ -1022,7 +1010,7 @@ fn wrong_htu() {
             "https://server.example.com/a/../token",
         ] {
             validator(p)
-                .validate_blocking(&[&proof], &Request::new("POST", uri), None, None, NOW)
+                .validate_sync(&[&proof], &Request::new("POST", uri), NOW)
                 .unwrap();
         }
         // the proof's htu with a query and fragment is compared without them
@@ -1045,13 +1033,7 @@ fn wrong_htu() {
             m.remove("htu");
         });
         assert!(matches!(run(p, &proof), Err(Error::MissingHtu)));
-        let r = validator(p).validate_blocking(
-            &[&c.proof()],
-            &Request::new("POST", "/token"),
-            None,
-            None,
-            NOW,
-        );
+        let r = validator(p).validate_sync(&[&c.proof()], &Request::new("POST", "/token"), NOW);
         let e = r.unwrap_err();
         assert!(matches!(e, Error::InvalidRequestUri));
         assert!(e.is_server_error());
@@ -1121,14 +1103,12 @@ fn iat_too_old_and_in_future() {
             m.insert("iat".into(), json!(NOW - 10));
         });
         assert!(matches!(
-            v(9, 0).validate_blocking(&[&proof], &post(), None, None, NOW),
+            v(9, 0).validate_sync(&[&proof], &post(), NOW),
             Err(Error::IatTooOld)
         ));
-        v(10, 0)
-            .validate_blocking(&[&proof], &post(), None, None, NOW)
-            .unwrap();
+        v(10, 0).validate_sync(&[&proof], &post(), NOW).unwrap();
         assert!(matches!(
-            v(300, 0).validate_blocking(&[&proof], &post(), None, None, NOW - 11),
+            v(300, 0).validate_sync(&[&proof], &post(), NOW - 11),
             Err(Error::IatInFuture)
         ));
     });
@@ -1142,7 +1122,7 @@ fn wrong_ath() {
             m.insert("ath".into(), json!(access_token_hash(token)));
         });
         let v = |proof: &str, token: Option<&str>| {
-            validator(p).validate_blocking(&[proof], &post(), token, None, NOW)
+            validator(p).validate_sync(&[proof], &presenting(post(), token), NOW)
         };
         v(&proof, Some(token)).unwrap();
         assert!(matches!(
@@ -1181,7 +1161,7 @@ fn wrong_jkt() {
     each_client(|p, c| {
         let proof = c.proof();
         let v =
-            |jkt: &str| validator(p).validate_blocking(&[&proof], &post(), None, Some(jkt), NOW);
+            |jkt: &str| validator(p).validate_sync(&[&proof], &post().with_expected_jkt(jkt), NOW);
         v(&c.jkt()).unwrap();
         let other = Client::new(Algorithm::ES256, p).jkt();
         assert!(matches!(v(&other), Err(Error::JktMismatch)));
@@ -1205,17 +1185,13 @@ fn nonce_required_then_accepted() {
     each_client(|p, c| {
         let issuer = Arc::new(NonceIssuer::new(NonceKey::generate().unwrap()));
         let v = nonce_validator(p, &issuer);
-        let e = v
-            .validate_blocking(&[&c.proof()], &post(), None, None, NOW)
-            .unwrap_err();
+        let e = v.validate_sync(&[&c.proof()], &post(), NOW).unwrap_err();
         assert!(matches!(e, Error::NonceRequired { .. }));
         let nonce = e.fresh_nonce().unwrap().to_owned();
         let proof = c.with_claims(|m| {
             m.insert("nonce".into(), json!(nonce));
         });
-        let ok = v
-            .validate_blocking(&[&proof], &post(), None, None, NOW)
-            .unwrap();
+        let ok = v.validate_sync(&[&proof], &post(), NOW).unwrap();
         assert_eq!(ok.nonce.as_deref(), Some(nonce.as_str()));
         assert!(v.fresh_nonce(NOW).is_some());
         assert!(validator(p).fresh_nonce(NOW).is_none());
@@ -1223,7 +1199,7 @@ fn nonce_required_then_accepted() {
             m.insert("nonce".into(), json!(7));
         });
         assert!(matches!(
-            v.validate_blocking(&[&proof], &post(), None, None, NOW),
+            v.validate_sync(&[&proof], &post(), NOW),
             Err(Error::InvalidClaim("nonce"))
         ));
     });
@@ -1239,9 +1215,7 @@ fn stale_nonce() {
         let proof = c.with_claims(|m| {
             m.insert("nonce".into(), json!(nonce));
         });
-        let e = v
-            .validate_blocking(&[&proof], &post(), None, None, NOW)
-            .unwrap_err();
+        let e = v.validate_sync(&[&proof], &post(), NOW).unwrap_err();
         assert!(matches!(e, Error::NonceStale { .. }), "{e:?}");
         assert_eq!(e.oauth_error(), "use_dpop_nonce");
         let fresh = e.fresh_nonce().unwrap();
@@ -1263,20 +1237,20 @@ fn nonce_from_rotated_out_key() {
         };
         issuer.rotate(NonceKey::generate().unwrap());
         // still accepted by the previous key
-        v.validate_blocking(&[&proof_with(&nonce)], &post(), None, None, NOW)
+        v.validate_sync(&[&proof_with(&nonce)], &post(), NOW)
             .unwrap();
         issuer.rotate(NonceKey::generate().unwrap());
         let e = v
-            .validate_blocking(&[&proof_with(&nonce)], &post(), None, None, NOW)
+            .validate_sync(&[&proof_with(&nonce)], &post(), NOW)
             .unwrap_err();
         assert!(matches!(e, Error::NonceInvalid { .. }), "{e:?}");
         let fresh = e.fresh_nonce().unwrap().to_owned();
-        v.validate_blocking(&[&proof_with(&fresh)], &post(), None, None, NOW)
+        v.validate_sync(&[&proof_with(&fresh)], &post(), NOW)
             .unwrap();
         // garbage and the RFC's example nonce are invalid too
         for bad in ["", "eyJ7S_zG.eyJH0-Z.HX4w-7v", "x"] {
             let e = v
-                .validate_blocking(&[&proof_with(bad)], &post(), None, None, NOW)
+                .validate_sync(&[&proof_with(bad)], &post(), NOW)
                 .unwrap_err();
             assert!(matches!(e, Error::NonceInvalid { .. }), "{bad}");
         }
@@ -1293,17 +1267,15 @@ fn nonces_shared_between_instances() {
         let proof = c.with_claims(|m| {
             m.insert("nonce".into(), json!(a.issue(NOW)));
         });
-        vb.validate_blocking(&[&proof], &post(), None, None, NOW + 30)
-            .unwrap();
+        vb.validate_sync(&[&proof], &post(), NOW + 30).unwrap();
         let proof = c.with_claims(|m| {
             m.insert("nonce".into(), json!(vb.fresh_nonce(NOW).unwrap()));
         });
-        va.validate_blocking(&[&proof], &post(), None, None, NOW)
-            .unwrap();
+        va.validate_sync(&[&proof], &post(), NOW).unwrap();
         // another key does not accept them
         let other = Arc::new(NonceIssuer::new(NonceKey::generate().unwrap()));
         let e = nonce_validator(p, &other)
-            .validate_blocking(&[&proof], &post(), None, None, NOW)
+            .validate_sync(&[&proof], &post(), NOW)
             .unwrap_err();
         assert!(matches!(e, Error::NonceInvalid { .. }));
     });
@@ -1316,10 +1288,9 @@ fn replayed_jti() {
     each_client(|p, c| {
         let v = validator(p);
         let proof = c.proof();
-        v.validate_blocking(&[&proof], &post(), None, None, NOW)
-            .unwrap();
+        v.validate_sync(&[&proof], &post(), NOW).unwrap();
         for later in [NOW, NOW + 30, NOW + 65] {
-            let r = v.validate_blocking(&[&proof], &post(), None, None, later);
+            let r = v.validate_sync(&[&proof], &post(), later);
             assert!(matches!(r, Err(Error::Replay)), "{later}");
         }
         // a new proof with the same jti and key is also a replay
@@ -1331,10 +1302,9 @@ fn replayed_jti() {
             m.insert("jti".into(), json!(jti));
             m.insert("iat".into(), json!(NOW + 1));
         });
-        v.validate_blocking(&[&a], &post(), None, None, NOW)
-            .unwrap();
+        v.validate_sync(&[&a], &post(), NOW).unwrap();
         assert!(matches!(
-            v.validate_blocking(&[&b], &post(), None, None, NOW),
+            v.validate_sync(&[&b], &post(), NOW),
             Err(Error::Replay)
         ));
         // the same jti under another key is not
@@ -1342,8 +1312,7 @@ fn replayed_jti() {
         let d = other.with_claims(|m| {
             m.insert("jti".into(), json!(jti));
         });
-        v.validate_blocking(&[&d], &post(), None, None, NOW)
-            .unwrap();
+        v.validate_sync(&[&d], &post(), NOW).unwrap();
     });
 }
 
@@ -1354,10 +1323,9 @@ fn replay_across_instances_sharing_a_cache() {
         let a = Validator::new(ValidatorConfig::new(p.clone()), cache.clone());
         let b = Validator::new(ValidatorConfig::new(p.clone()), cache);
         let proof = Client::new(Algorithm::ES256, p).proof();
-        a.validate_blocking(&[&proof], &post(), None, None, NOW)
-            .unwrap();
+        a.validate_sync(&[&proof], &post(), NOW).unwrap();
         assert!(matches!(
-            b.validate_blocking(&[&proof], &post(), None, None, NOW),
+            b.validate_sync(&[&proof], &post(), NOW),
             Err(Error::Replay)
         ));
     });
@@ -1374,7 +1342,7 @@ fn concurrent_copies_exactly_one_passes() {
                 let (v, proof, barrier) = (v.clone(), proof.clone(), barrier.clone());
                 std::thread::spawn(move || {
                     barrier.wait();
-                    v.validate_blocking(&[&proof], &post(), None, None, NOW)
+                    v.validate_sync(&[&proof], &post(), NOW)
                 })
             })
             .collect();
@@ -1399,7 +1367,7 @@ fn concurrent_copies_async_exactly_one_passes() {
         let proofs = [proof.as_str()];
         let request = post();
         let futures: Vec<_> = (0..64)
-            .map(|_| Box::pin(v.validate(&proofs, &request, None, None, NOW)))
+            .map(|_| Box::pin(v.validate(&proofs, &request, NOW)))
             .collect();
         let results: Vec<_> = futures.into_iter().map(token_dpop_block_on).collect();
         assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
@@ -1415,7 +1383,7 @@ fn forged_proofs_never_reach_the_cache() {
         for _ in 0..100 {
             let forged = replace_signature(&c.proof(), &[1u8; 64]);
             assert!(matches!(
-                v.validate_blocking(&[&forged], &post(), None, None, NOW),
+                v.validate_sync(&[&forged], &post(), NOW),
                 Err(Error::BadSignature)
             ));
         }
@@ -1431,7 +1399,7 @@ fn replay_cache_full_refuses() {
         let c = Client::new(Algorithm::EdDSA, p);
         let mut full = 0;
         for _ in 0..400 {
-            match v.validate_blocking(&[&c.proof()], &post(), None, None, NOW) {
+            match v.validate_sync(&[&c.proof()], &post(), NOW) {
                 Ok(_) => {}
                 Err(e @ Error::ReplayCacheFull) => {
                     assert!(e.is_server_error());
@@ -1447,8 +1415,7 @@ fn replay_cache_full_refuses() {
         let proof = c.with_claims(|m| {
             m.insert("iat".into(), json!(NOW + 70));
         });
-        v.validate_blocking(&[&proof], &post(), None, None, NOW + 70)
-            .unwrap();
+        v.validate_sync(&[&proof], &post(), NOW + 70).unwrap();
     });
 }
 
@@ -1469,18 +1436,15 @@ impl ReplayCache for DownCache {
 fn replay_cache_unavailable() {
     each_provider(|p| {
         let v = Validator::new(ValidatorConfig::new(p.clone()), Arc::new(DownCache));
-        let e = v
-            .validate_blocking(
-                &[&Client::new(Algorithm::ES256, p).proof()],
-                &post(),
-                None,
-                None,
-                NOW,
-            )
-            .unwrap_err();
+        let proof = Client::new(Algorithm::ES256, p).proof();
+        let e = token_dpop_block_on(v.validate(&[&proof], &post(), NOW)).unwrap_err();
         assert!(matches!(e, Error::ReplayCacheUnavailable(_)));
         assert!(e.is_server_error());
         assert!(std::error::Error::source(&e).is_some());
+        // no synchronous path: `validate_sync` refuses instead of waiting
+        let e = v.validate_sync(&[&proof], &post(), NOW).unwrap_err();
+        assert!(matches!(e, Error::ReplayCacheNotSynchronous), "{e:?}");
+        assert!(e.is_server_error());
     });
 }
 

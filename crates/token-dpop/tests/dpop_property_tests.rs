@@ -229,9 +229,12 @@ proptest! {
         let proof = builder
             .proof(&method, &uri, token.as_deref(), nonce.as_deref(), now - age)
             .unwrap();
-        let ok = validator(provider)
-            .validate_blocking(&[&proof], &Request::new(&method, &uri), token.as_deref(), Some(&builder.jkt()), now)
-            .unwrap();
+        let jkt = builder.jkt();
+        let mut request = Request::new(&method, &uri).with_expected_jkt(&jkt);
+        if let Some(token) = token.as_deref() {
+            request = request.with_access_token(token);
+        }
+        let ok = validator(provider).validate_sync(&[&proof], &request, now).unwrap();
         prop_assert_eq!(ok.iat, now - age);
         prop_assert_eq!(ok.htm, method);
         prop_assert_eq!(ok.nonce, nonce);
@@ -252,10 +255,10 @@ proptest! {
         let request = Request::new("POST", "https://server.example.com/token");
         let v = validator(provider);
         let mutated = String::from_utf8(bytes).unwrap();
-        let r = v.validate_blocking(&[&mutated], &request, Some("at"), None, 1_700_000_000);
+        let r = v.validate_sync(&[&mutated], &request.with_access_token("at"), 1_700_000_000);
         prop_assert!(r.is_err(), "mutation at {} accepted", i);
         // the original still validates
-        v.validate_blocking(&[&proof], &request, Some("at"), None, 1_700_000_000).unwrap();
+        v.validate_sync(&[&proof], &request.with_access_token("at"), 1_700_000_000).unwrap();
     }
 
     #[test]
@@ -271,7 +274,7 @@ proptest! {
         prop_assert_eq!(htu::normalize(&a), htu::normalize(&u.render()));
         let proof = builder.proof("GET", &a, None, None, 1_700_000_000).unwrap();
         validator(provider)
-            .validate_blocking(&[&proof], &Request::new("GET", &b), None, None, 1_700_000_000)
+            .validate_sync(&[&proof], &Request::new("GET", &b), 1_700_000_000)
             .unwrap();
     }
 
@@ -287,7 +290,7 @@ proptest! {
         prop_assert_ne!(htu::normalize(&u.render()), htu::normalize(&other.render()));
         let proof = builder.proof("GET", &equivalent_variant(&u, &seed), None, None, 1_700_000_000).unwrap();
         let r = validator(provider)
-            .validate_blocking(&[&proof], &Request::new("GET", &other.render()), None, None, 1_700_000_000);
+            .validate_sync(&[&proof], &Request::new("GET", &other.render()), 1_700_000_000);
         prop_assert!(matches!(r, Err(Error::HtuMismatch)), "{:?}", r);
     }
 }

@@ -175,12 +175,7 @@ impl TokenServiceImpl {
         };
         let (proof, method, uri) = proof_parts(p)?;
         let request = token_dpop::Request::new(method, uri);
-        match self
-            .state
-            .dpop
-            .validate(&[proof], &request, None, None, now)
-            .await
-        {
+        match self.state.dpop.validate(&[proof], &request, now).await {
             Ok(v) => {
                 metrics::counter!(m::DPOP_VALIDATIONS, "outcome" => "valid", "reason" => "")
                     .increment(1);
@@ -545,11 +540,17 @@ impl TokenService for TokenServiceImpl {
                 }
                 expected = Some(jkt);
             }
-            let request = token_dpop::Request::new(&r.http_method, &r.http_uri);
+            let mut request = token_dpop::Request::new(&r.http_method, &r.http_uri);
+            if let Some(token) = access_token {
+                request = request.with_access_token(token);
+            }
+            if let Some(jkt) = expected.as_deref() {
+                request = request.with_expected_jkt(jkt);
+            }
             match self
                 .state
                 .dpop
-                .validate(&[r.proof.as_str()], &request, access_token, expected.as_deref(), now)
+                .validate(&[r.proof.as_str()], &request, now)
                 .await
             {
                 Ok(v) => {
