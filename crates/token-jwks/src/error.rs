@@ -17,11 +17,21 @@ pub enum Error {
     #[error("invalid JWKS URL: {0}")]
     InvalidUrl(&'static str),
     /// The TLS configuration could not be built (for example no trusted root certificates).
+    #[cfg(feature = "fetch")]
     #[error("TLS setup failed: {0}")]
-    Tls(String),
+    Tls(#[source] std::io::Error),
     /// The JWKS endpoint could not be reached or the connection failed.
+    #[cfg(feature = "fetch")]
+    #[error("fetching the JWKS failed: {}", chain(.0))]
+    Transport(#[source] hyper_util::client::legacy::Error),
+    /// The connection failed while the response body was read.
+    #[cfg(feature = "fetch")]
+    #[error("fetching the JWKS failed: {}", chain(&**.0))]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A fetch another caller started at the same time failed; that caller got its error, this
+    /// carries its message.
     #[error("fetching the JWKS failed: {0}")]
-    Transport(String),
+    SharedFetch(String),
     /// The JWKS endpoint did not answer in time.
     #[error("fetching the JWKS timed out")]
     Timeout,
@@ -40,6 +50,19 @@ pub enum Error {
     /// The fetch was not attempted: the last attempt was less than the refetch interval ago.
     #[error("JWKS refetch rate-limited")]
     RateLimited,
+}
+
+/// `e`'s message followed by the messages of its sources, `: `-separated.
+#[cfg(feature = "fetch")]
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
 }
 
 /// `Result` with this crate's [`Error`].

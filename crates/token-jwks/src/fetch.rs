@@ -197,7 +197,7 @@ impl HttpSource {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_native_roots(provider)
-            .map_err(|e| Error::Tls(e.to_string()))?
+            .map_err(Error::Tls)?
             .https_or_http()
             .enable_http1()
             .build();
@@ -235,7 +235,7 @@ impl HttpSource {
             .client
             .request(request)
             .await
-            .map_err(|e| Error::Transport(error_chain(&e)))?;
+            .map_err(Error::Transport)?;
         let status = response.status().as_u16();
         if status != 200 {
             return Err(Error::Status(status));
@@ -268,23 +268,12 @@ impl HttpSource {
                         limit: self.max_bytes,
                     }
                 } else {
-                    Error::Transport(e.to_string())
+                    Error::Body(e)
                 }
             })?
             .to_bytes();
         Ok(FetchedJwks::new(body.to_vec(), max_age))
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 impl JwksSource for HttpSource {
@@ -493,7 +482,7 @@ impl JwksFetcher {
         if state.generation != seen {
             return match &state.last_error {
                 None => Ok(()),
-                Some(e) => Err(Error::Transport(e.clone())),
+                Some(e) => Err(Error::SharedFetch(e.clone())),
             };
         }
         let now = self.clock.now();

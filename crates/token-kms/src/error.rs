@@ -10,9 +10,24 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum Error {
     // ---- configuration ---------------------------------------------------------------------
-    /// The configuration is unusable (for example no AWS region anywhere in the chain).
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    /// No AWS region anywhere in the chain (environment, AWS profile, `KmsConfig::region`).
+    #[error(
+        "invalid configuration: no AWS region: set AWS_REGION, a region in the AWS profile, or \
+         KmsConfig::region"
+    )]
+    NoRegion,
+    /// The AWS SDK could not build a KMS request from the configuration.
+    #[cfg(feature = "aws")]
+    #[error(
+        "invalid configuration: KMS {operation} request could not be built: {}",
+        aws_sdk_kms::error::DisplayErrorContext(&**source)
+    )]
+    RequestConstruction {
+        /// The KMS operation.
+        operation: &'static str,
+        /// The SDK's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 
     // ---- reaching KMS ----------------------------------------------------------------------
     /// The circuit breaker is open: KMS failed repeatedly, so calls fail at once instead of
@@ -174,7 +189,9 @@ impl Error {
     /// A short stable label for metrics (`reason` of `token_kms_sign_errors_total`).
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Config(_) => "config",
+            Error::NoRegion => "config",
+            #[cfg(feature = "aws")]
+            Error::RequestConstruction { .. } => "config",
             Error::CircuitOpen { .. } => "circuit_open",
             Error::Unreachable { .. } => "unreachable",
             Error::Timeout { .. } => "timeout",

@@ -172,30 +172,20 @@ impl MemoryStore {
     }
 
     fn rotate_sync(&self, req: &RotateRequest) -> Result<RotateOutcome> {
-        let (outcome, event, gone) = {
-            let mut shard = self.shard(&req.family_id)?;
-            let Some(family) = shard.families.get(&req.family_id) else {
-                return Ok(RotateOutcome::NotFound);
-            };
-            let outcome = decide(family, req);
-            let mut event = None;
-            if let Some(next) = outcome.new_state() {
-                if let RotateOutcome::Reuse(revoked) = &outcome {
-                    event = revoked.revocation_event(req.revocation_ttl);
-                    if let Some(e) = event {
-                        shard.revoked.insert(e.family_id, e);
-                    }
-                }
-                shard.families.insert(next.id, next.clone());
-            }
-            let gone = shard.note_write(req.now);
-            (outcome, event, gone)
-        };
-        if let Some(e) = event {
-            self.events.publish(e);
-        }
-        self.forget(gone)?;
-        Ok(outcome)
+        self.write_decided(
+            &req.family_id,
+            req.now,
+            req.revocation_ttl,
+            RotateOutcome::NotFound,
+            |family| decide(family, req),
+            |outcome| {
+                let revoked = match outcome {
+                    RotateOutcome::Reuse(revoked) => Some(revoked),
+                    _ => None,
+                };
+                (outcome.new_state(), revoked)
+            },
+        )
     }
 
     fn revoke_sync(
@@ -204,21 +194,49 @@ impl MemoryStore {
         presented_hash: Option<&TokenHash>,
         req: &RevokeRequest,
     ) -> Result<RevokeOutcome> {
+        self.write_decided(
+            family_id,
+            req.now,
+            req.revocation_ttl,
+            RevokeOutcome::NotFound,
+            |family| decide_revoke(family, presented_hash, req),
+            |outcome| match outcome {
+                RevokeOutcome::Revoked(next) => (Some(next), Some(next)),
+                _ => (None, None),
+            },
+        )
+    }
+
+    /// The shared body of rotate and revoke. Under the shard lock: `decide` on the family
+    /// (`not_found` when there is none); `effect` names the state to store and the family whose
+    /// revocation to record (only when there is a state to store); the write is noted. Then,
+    /// outside the lock, the revocation event is published and evicted families are forgotten.
+    fn write_decided<O>(
+        &self,
+        family_id: &FamilyId,
+        now: i64,
+        revocation_ttl: i64,
+        not_found: O,
+        decide: impl FnOnce(&Family) -> O,
+        effect: fn(&O) -> (Option<&Family>, Option<&Family>),
+    ) -> Result<O> {
         let (outcome, event, gone) = {
             let mut shard = self.shard(family_id)?;
             let Some(family) = shard.families.get(family_id) else {
-                return Ok(RevokeOutcome::NotFound);
+                return Ok(not_found);
             };
-            let outcome = decide_revoke(family, presented_hash, req);
+            let outcome = decide(family);
             let mut event = None;
-            if let RevokeOutcome::Revoked(next) = &outcome {
-                event = next.revocation_event(req.revocation_ttl);
-                if let Some(e) = event {
-                    shard.revoked.insert(e.family_id, e);
+            if let (Some(next), revoked) = effect(&outcome) {
+                if let Some(revoked) = revoked {
+                    event = revoked.revocation_event(revocation_ttl);
+                    if let Some(e) = event {
+                        shard.revoked.insert(e.family_id, e);
+                    }
                 }
                 shard.families.insert(next.id, next.clone());
             }
-            let gone = shard.note_write(req.now);
+            let gone = shard.note_write(now);
             (outcome, event, gone)
         };
         if let Some(e) = event {

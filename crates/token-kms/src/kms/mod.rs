@@ -225,12 +225,10 @@ impl KmsClient {
             ));
         }
         let sdk = loader.load().await;
-        let region = sdk.region().map(ToString::to_string).ok_or_else(|| {
-            Error::Config(
-                "no AWS region: set AWS_REGION, a region in the AWS profile, or KmsConfig::region"
-                    .to_owned(),
-            )
-        })?;
+        let region = sdk
+            .region()
+            .map(ToString::to_string)
+            .ok_or(Error::NoRegion)?;
         let mut builder = aws_sdk_kms::config::Builder::from(&sdk)
             .retry_config(
                 RetryConfig::standard()
@@ -323,10 +321,10 @@ where
                 },
             }
         }
-        _ => Error::Config(format!(
-            "KMS {operation} request could not be built: {}",
-            DisplayErrorContext(&err)
-        )),
+        _ => Error::RequestConstruction {
+            operation,
+            source: Box::new(err),
+        },
     }
 }
 
