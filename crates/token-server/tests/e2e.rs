@@ -70,7 +70,7 @@ async fn full_flow(extra: &[(&str, &str)]) {
         .audience("https://api.example")
         .build();
 
-    let first = h.generate(generate("alice")).await;
+    let first = h.generate_ok(generate("alice")).await;
     assert_eq!(first.token_type, "Bearer");
     assert_eq!(first.expires_in, 900);
     assert!(first.refresh_token.len() > 40);
@@ -165,7 +165,7 @@ async fn dpop_bound_generate_refresh_and_validate() {
 
     let mut req = generate("bob");
     req.dpop = Some(dpop(&client_key, None));
-    let tokens = h.generate(req).await;
+    let tokens = h.generate_ok(req).await;
     assert_eq!(tokens.token_type, "DPoP");
     let claims = Policy::builder()
         .build()
@@ -331,7 +331,7 @@ async fn nonce_challenge_carries_a_fresh_nonce() {
         http_method: "POST".into(),
         http_uri: URI.into(),
     });
-    let ok = h.generate(req).await;
+    let ok = h.generate_ok(req).await;
     assert_eq!(ok.token_type, "DPoP");
     h.server.shutdown().await.unwrap();
 }
@@ -339,10 +339,10 @@ async fn nonce_challenge_carries_a_fresh_nonce() {
 #[tokio::test]
 async fn revocation_by_token_family_and_subject() {
     let mut h = harness(&[]).await;
-    let a = h.generate(generate("dave")).await;
-    let b = h.generate(generate("dave")).await;
-    let c = h.generate(generate("dave")).await;
-    let other = h.generate(generate("erin")).await;
+    let a = h.generate_ok(generate("dave")).await;
+    let b = h.generate_ok(generate("dave")).await;
+    let c = h.generate_ok(generate("dave")).await;
+    let other = h.generate_ok(generate("erin")).await;
     let revoke = |target, reason: &str| RevokeTokenRequest {
         target: Some(target),
         reason: reason.into(),
@@ -507,7 +507,7 @@ async fn malformed_requests_are_invalid_argument() {
     let mut req = generate("s");
     req.additional_claims_json = r#"{"tenant":"t1","roles":["a"]}"#.into();
     req.access_token_ttl_seconds = 100_000;
-    let ok = h.generate(req).await;
+    let ok = h.generate_ok(req).await;
     assert_eq!(ok.expires_in, 900);
     let keys = verifier(&mut h.client).await;
     let claims = Policy::default()
@@ -762,7 +762,7 @@ async fn two_instances_share_revocations_nonces_and_replay_state() {
         http_method: "POST".into(),
         http_uri: URI.into(),
     });
-    let tokens = b.generate(req).await;
+    let tokens = b.generate_ok(req).await;
     assert_eq!(tokens.token_type, "DPoP");
 
     // A proof's jti used at A is a replay at B.
@@ -843,7 +843,7 @@ async fn redis_outage_fails_closed_with_unavailable_and_recovers() {
         ("REDIS_COMMAND_TIMEOUT_MS", "500"),
     ])
     .await;
-    let ok = h.generate(generate("gina")).await;
+    let ok = h.generate_ok(generate("gina")).await;
 
     redis.stop();
     let started = std::time::Instant::now();

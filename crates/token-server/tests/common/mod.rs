@@ -59,7 +59,7 @@ pub(crate) struct Harness {
 
 impl Harness {
     /// `GenerateTokens` as the authenticated caller; the test fails on an error status.
-    pub(crate) async fn generate(&mut self, req: GenerateTokensRequest) -> TokenResponse {
+    pub(crate) async fn generate_ok(&mut self, req: GenerateTokensRequest) -> TokenResponse {
         self.client
             .generate_tokens(authed(req))
             .await
