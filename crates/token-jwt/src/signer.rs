@@ -22,8 +22,12 @@ use crate::jwk::{EcCurve, Jwk};
 pub trait JwsSigner: Send + Sync + fmt::Debug {
     /// The JWS algorithm of every signature this signer makes.
     fn algorithm(&self) -> Algorithm;
-    /// The `kid` put in the header of every token; by default the key's RFC 7638 thumbprint.
-    fn key_id(&self) -> &str;
+    /// The `kid` put in the header of every token (the keys of this crate use the key's RFC
+    /// 7638 thumbprint). By default the `kid` of [`JwsSigner::public_jwk`], so the header and
+    /// the published JWK cannot disagree; empty when the JWK has none.
+    fn key_id(&self) -> &str {
+        self.public_jwk().kid.as_deref().unwrap_or_default()
+    }
     /// The public key as a JWK (with `kid`, `alg` and `use: sig`).
     fn public_jwk(&self) -> &Jwk;
     /// Signs the JWS signing input (`base64url(header) || '.' || base64url(payload)`) and
@@ -43,8 +47,11 @@ pub type SignFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>>> + Send + 
 pub trait AsyncJwsSigner: Send + Sync + fmt::Debug {
     /// The JWS algorithm of every signature this signer makes.
     fn algorithm(&self) -> Algorithm;
-    /// The `kid` put in the header of every token.
-    fn key_id(&self) -> &str;
+    /// The `kid` put in the header of every token; by default the `kid` of
+    /// [`AsyncJwsSigner::public_jwk`] (empty when it has none).
+    fn key_id(&self) -> &str {
+        self.public_jwk().kid.as_deref().unwrap_or_default()
+    }
     /// The public key as a JWK.
     fn public_jwk(&self) -> &Jwk;
     /// Signs the JWS signing input; see [`JwsSigner::sign`].
@@ -199,9 +206,6 @@ where
 {
     fn algorithm(&self) -> Algorithm {
         self.alg
-    }
-    fn key_id(&self) -> &str {
-        self.jwk.kid.as_deref().unwrap_or_default()
     }
     fn public_jwk(&self) -> &Jwk {
         &self.jwk

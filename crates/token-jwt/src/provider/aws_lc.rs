@@ -250,9 +250,6 @@ impl JwsSigner for LcSigner {
     fn algorithm(&self) -> Algorithm {
         self.alg
     }
-    fn key_id(&self) -> &str {
-        self.jwk.kid.as_deref().unwrap_or_default()
-    }
     fn public_jwk(&self) -> &Jwk {
         &self.jwk
     }

@@ -358,10 +358,6 @@ impl AsyncJwsSigner for KmsSigner {
         self.alg
     }
 
-    fn key_id(&self) -> &str {
-        self.jwk.kid.as_deref().unwrap_or_default()
-    }
-
     fn public_jwk(&self) -> &Jwk {
         &self.jwk
     }
