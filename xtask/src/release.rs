@@ -9,7 +9,9 @@
 //! library crates (its verify step builds each from its packaged sources alone, the unpublished
 //! ones found through cargo's local-registry overlay) and the files of every `.crate` are
 //! listed, and `cargo semver-checks` compares each crate with the previous release tag. The
-//! copy builds in `<target>/release-dry-run/target`, kept between runs so reruns are warm.
+//! copy builds in `<target>/release-dry-run/target`, kept between runs so reruns are warm; what
+//! cargo unpacked of these crates at VERSION on an earlier run is removed first (see
+//! [`forget_unpacked`]).
 //!
 //! With `--dry-run` this checkout is never modified. Without it, the checkout must be clean;
 //! after the rehearsal passes, the same edits are made here, committed and tagged `vVERSION`.
@@ -124,6 +126,12 @@ fn release(plan: &Plan) -> Result<()> {
     csh.set_var("CARGO_TARGET_DIR", work.join("target"));
 
     heading("cargo package (each crate built from its packaged sources)");
+    let stale = forget_unpacked(&crates, version)?;
+    if stale > 0 {
+        println!(
+            "removed {stale} copy(ies) of these crates at {version} that cargo had unpacked before"
+        );
+    }
     let packages: Vec<String> = crates
         .iter()
         .flat_map(|c| ["-p".into(), c.name.clone()])
@@ -178,6 +186,47 @@ fn release(plan: &Plan) -> Result<()> {
         bail!("cargo semver-checks found breaking changes for a {version} release");
     }
     Ok(())
+}
+
+/// Removes what cargo unpacked or cached of the project's crates at `version` on an earlier run.
+///
+/// The verify step of `cargo package` resolves the unpublished crates through a local-registry
+/// overlay, and cargo unpacks each into `$CARGO_HOME/registry/src/<registry>/NAME-VERSION`
+/// once: an unpacked copy left by an earlier rehearsal of the same version is reused as it is,
+/// so a crate would be verified against its dependencies' *old* sources (a CI run failed so:
+/// `missing key_id` after that method became a default one). Returns how many were removed.
+fn forget_unpacked(crates: &[Crate], version: &Version) -> Result<usize> {
+    let home = match std::env::var_os("CARGO_HOME").filter(|dir| !dir.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => match std::env::var_os("HOME") {
+            Some(home) => PathBuf::from(home).join(".cargo"),
+            None => return Ok(0),
+        },
+    };
+    let mut removed = 0;
+    for (kind, suffix) in [("src", ""), ("cache", ".crate")] {
+        let Ok(registries) = std::fs::read_dir(home.join("registry").join(kind)) else {
+            continue;
+        };
+        for registry in registries {
+            let registry = registry
+                .context("cannot list cargo's registry directory")?
+                .path();
+            for krate in crates {
+                let path = registry.join(format!("{}-{version}{suffix}", krate.name));
+                let outcome = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else if path.is_file() {
+                    std::fs::remove_file(&path)
+                } else {
+                    continue;
+                };
+                outcome.with_context(|| format!("cannot remove {}", path.display()))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// The files the release edits write (the lock files are then refreshed by cargo).
