@@ -111,6 +111,15 @@ fn prerequisites(sh: &Shell) -> Result<()> {
         println!("redis-server and redis-cli found");
     }
 
+    if root.join("deploy/systemd").is_dir() {
+        needed_any = true;
+        // deploy/check.py verifies the systemd unit with it.
+        if !on_path("systemd-analyze") {
+            bail!("`systemd-analyze` is not on PATH: install it: apt-get install systemd");
+        }
+        println!("systemd-analyze found");
+    }
+
     if root.join("crates/token-kms").is_dir() {
         needed_any = true;
         // The same environment the tests' moto fixture creates when it is missing: the pinned

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -166,12 +167,17 @@ struct Shard {
 /// A bounded, expiring, sharded in-memory [`ReplayCache`] for one process.
 ///
 /// Sixteen shards, each a mutex over a hash map (SipHash with a random key) holding at most
-/// `capacity / 16` entries. When a shard is full, its expired entries are purged (at most
+/// `capacity / 16` entries. The shard of an entry is chosen by a keyed hash too (SipHash
+/// under a per-cache random key), not by bits of the entry: the `jti` is the client's
+/// choice, and a client who could aim every proof at one shard could fill it and make every
+/// other client's proof landing there fail. When a shard is full, its expired entries are purged (at most
 /// once per second of clock time, so a flood cannot make every insert scan the shard); if it
 /// is still full the insert is refused with [`ReplayError::Full`].
 pub struct MemoryReplayCache {
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
+    /// The keyed hash that picks an entry's shard.
+    shard_of: RandomState,
 }
 
 impl fmt::Debug for MemoryReplayCache {
@@ -208,6 +214,7 @@ impl MemoryReplayCache {
                 })
                 .collect(),
             per_shard,
+            shard_of: RandomState::new(),
         }
     }
 
@@ -244,12 +251,18 @@ impl MemoryReplayCache {
         }
     }
 
+    /// The shard of `key`, under this cache's secret hash key.
+    fn shard_index(&self, key: &ReplayKey) -> usize {
+        let hash = self.shard_of.hash_one(key.0);
+        usize::try_from(hash % SHARDS as u64).unwrap_or(0)
+    }
+
     /// The synchronous operation behind [`ReplayCache::insert_if_absent`].
     ///
     /// # Errors
     /// [`ReplayError::Full`].
     pub fn insert(&self, key: &ReplayKey, expires_at: i64, now: i64) -> Result<bool, ReplayError> {
-        let index = usize::from(key.0[0]) % SHARDS;
+        let index = self.shard_index(key);
         let Some(shard) = self.shards.get(index) else {
             return Err(ReplayError::Full);
         };
@@ -316,6 +329,31 @@ impl ReplayCache for MemoryReplayCache {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_client_cannot_choose_the_shard() {
+        // Proofs ground so that their keys all start with the same byte (a client picks its
+        // `jti`s freely) spread over the shards: one entry per shard here, so with the shard
+        // taken from that byte every insert after the first would be refused.
+        let cache = MemoryReplayCache::with_capacity(SHARDS);
+        let mut accepted = 0;
+        let mut tried = 0;
+        for n in 0u32.. {
+            let key = ReplayKey::new("jkt", &format!("jti-{n}"));
+            if key.as_bytes()[0] != 0 {
+                continue;
+            }
+            tried += 1;
+            if cache.insert(&key, 100, 0).is_ok() {
+                accepted += 1;
+            }
+            if tried == 64 {
+                break;
+            }
+        }
+        // 64 keys over 16 shards leave fewer than 4 shards used with probability < 2^-80.
+        assert!(accepted >= 4, "{accepted} of {tried} accepted");
+    }
+
     const T: i64 = 1_700_000_000;
 
     #[test]
@@ -368,12 +406,13 @@ mod tests {
     #[test]
     fn purge_is_rate_limited_but_complete() {
         let c = MemoryReplayCache::with_capacity(16);
-        // fill one shard
-        let mut in_shard = Vec::new();
-        let mut i = 0u32;
+        // Two keys of one shard (under this cache's hash key); the shard holds one entry.
+        let first = ReplayKey::new("x", "0");
+        let mut in_shard = vec![first];
+        let mut i = 1u32;
         while in_shard.len() < 2 {
             let k = ReplayKey::new("x", &i.to_string());
-            if k.0[0].is_multiple_of(16) {
+            if c.shard_index(&k) == c.shard_index(&first) {
                 in_shard.push(k);
             }
             i += 1;

@@ -18,7 +18,9 @@
 //! The scenarios ([`Scenario`]) are `health` (the framework's no-op ceiling), `generate`,
 //! `generate-dpop`, `refresh`, `refresh-dpop`, `validate-dpop`, `introspect` and `mixed`
 //! (1 generate : 10 refresh : 50 validate). With `verify`, every issued access token is checked
-//! against the server's JWKS and its DPoP binding: the correctness mode the tests use.
+//! against the server's JWKS, its DPoP binding and the grant it was minted for (the load
+//! generator's `client_id` and audience, on refreshed tokens too): the correctness mode the
+//! tests use.
 //!
 //! The binary `token-loadgen` is the command-line front end; `cargo xtask bench` and
 //! `cargo xtask soak` run it against a release build of the server. It talks to the server
@@ -95,7 +97,8 @@ pub struct Options {
     pub duration: Duration,
     /// Unmeasured time before it.
     pub warmup: Duration,
-    /// Check every issued access token against the JWKS (costs client CPU).
+    /// Check every issued access token against the JWKS, its DPoP binding and its grant
+    /// (client and audience) (costs client CPU).
     pub verify: bool,
     /// The `htu` of the DPoP proofs.
     pub htu: String,

@@ -22,6 +22,11 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::Error;
 
+/// The `client_id` the load generator mints and refreshes as.
+const CLIENT_ID: &str = "token-loadgen";
+/// The audience of the load generator's tokens (every grant names one).
+const AUDIENCE: &str = "https://api.loadgen.example";
+
 /// What the virtual clients do, one request at a time each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -146,7 +151,8 @@ impl From<Status> for Failure {
     }
 }
 
-/// Checks every issued access token against the server's JWKS (the `--verify` option).
+/// Checks every issued access token against the server's JWKS (the `--verify` option), and
+/// that it carries the load generator's grant (its audience and client), refreshed ones too.
 #[derive(Debug)]
 pub(crate) struct Verifier {
     keys: KeySet,
@@ -167,7 +173,7 @@ impl Verifier {
             .map_err(|e| Error::Setup(format!("JWKS keys: {e}")))?;
         Ok(Verifier {
             keys,
-            policy: Policy::builder().build(),
+            policy: Policy::builder().audience(AUDIENCE).build(),
         })
     }
 
@@ -176,6 +182,12 @@ impl Verifier {
             .policy
             .verify(token, &self.keys, crate::unix_now())
             .map_err(|e| Failure(format!("access token does not verify: {e}")))?;
+        let client = verified.claims().client_id.as_deref();
+        if client != Some(CLIENT_ID) {
+            return Err(Failure(format!(
+                "access token client_id {client:?}, expected {CLIENT_ID:?}"
+            )));
+        }
         let bound = verified
             .claims()
             .cnf
@@ -364,7 +376,8 @@ impl VirtualClient {
         for attempt in 0..2 {
             let request = GenerateTokensRequest {
                 subject: format!("load-{}", self.id),
-                client_id: "token-loadgen".into(),
+                client_id: CLIENT_ID.into(),
+                audience: vec![AUDIENCE.into()],
                 scopes: vec!["read".into(), "write".into()],
                 dpop: if dpop { Some(self.dpop()?) } else { None },
                 ..Default::default()
@@ -387,7 +400,8 @@ impl VirtualClient {
             let request = RefreshTokensRequest {
                 refresh_token: token.clone(),
                 dpop: if dpop { Some(self.dpop()?) } else { None },
-                scopes: Vec::new(),
+                client_id: CLIENT_ID.into(),
+                ..Default::default()
             };
             match self.grpc.refresh_tokens(self.authed(request)).await {
                 Ok(r) => {

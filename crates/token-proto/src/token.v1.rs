@@ -59,14 +59,24 @@ pub struct RefreshTokensRequest {
     /// Required when the family is DPoP-bound, with the same key.
     #[prost(message, optional, tag = "2")]
     pub dpop: ::core::option::Option<DPoPProof>,
-    /// Empty: the family's scopes; otherwise a subset of them.
+    /// Empty: the family's scopes; otherwise a subset of them (RFC 6749 section 6).
     #[prost(string, repeated, tag = "3")]
     pub scopes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Required: the client presenting the token; a family answers the client it was granted to.
+    #[prost(string, tag = "4")]
+    pub client_id: ::prost::alloc::string::String,
+    /// Empty: the family's audiences; otherwise a subset of them (`invalid_target` if wider).
+    #[prost(string, repeated, tag = "5")]
+    pub audience: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RevokeTokenRequest {
     #[prost(string, tag = "4")]
     pub reason: ::prost::alloc::string::String,
+    /// Required with `refresh_token`: the client presenting it. A token of another client's
+    /// family revokes nothing and is answered like an unknown one (RFC 7009 section 2.1).
+    #[prost(string, tag = "5")]
+    pub client_id: ::prost::alloc::string::String,
     #[prost(oneof = "revoke_token_request::Target", tags = "1, 2, 3")]
     pub target: ::core::option::Option<revoke_token_request::Target>,
 }

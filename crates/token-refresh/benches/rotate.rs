@@ -48,7 +48,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 now += 1;
                 let out = rt
-                    .block_on(r.refresh(token.as_str(), Some("jkt"), None, now))
+                    .block_on(r.refresh(token.as_str(), "app", Some("jkt"), None, None, now))
                     .unwrap();
                 token = black_box(out.token);
             });
@@ -99,7 +99,7 @@ fn bench(c: &mut Criterion) {
                                 r.issue(&subject, "app", scopes, None, T0).await.unwrap();
                             for i in 0..100 {
                                 token = r
-                                    .refresh(token.as_str(), None, None, T0 + i)
+                                    .refresh(token.as_str(), "app", None, None, None, T0 + i)
                                     .await
                                     .unwrap()
                                     .token;

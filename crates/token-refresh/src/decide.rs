@@ -45,10 +45,14 @@ pub struct RotateRequest {
     pub family_id: FamilyId,
     /// The keyed hash of the presented token.
     pub presented_hash: TokenHash,
+    /// The client presenting the token; a family answers its own client only.
+    pub client_id: String,
     /// The thumbprint of the DPoP key that signed the refresh's proof, if there was a proof.
     pub presented_jkt: Option<String>,
     /// The scopes asked for (deduplicated), or `None` for all of the family's scopes.
     pub requested_scopes: Option<Vec<String>>,
+    /// The audiences asked for (deduplicated), or `None` for all of the family's audiences.
+    pub requested_audience: Option<Vec<String>>,
     /// The keyed hash of the successor token, current after a rotation.
     pub new_hash: TokenHash,
     /// The successor sealed under the presented token, kept for grace retries; `Some` exactly
@@ -91,11 +95,16 @@ pub enum RotateOutcome {
     Revoked,
     /// The family is past its absolute or idle expiry. Untouched.
     Expired,
+    /// The family was granted to another client than the one presenting the token.
+    /// Untouched (no rotation, no reuse detection, no revocation).
+    ClientMismatch,
     /// The family is DPoP-bound and the presented key differs (or there was no proof).
     /// Untouched.
     DpopMismatch,
     /// The request asked for scopes the family does not have. Untouched.
     ScopeExceeded,
+    /// The request asked for audiences the family does not have. Untouched.
+    AudienceExceeded,
     /// No such family (never created, or expired and purged).
     NotFound,
 }
@@ -157,6 +166,18 @@ fn scopes_allowed(family: &Family, requested: Option<&[String]>) -> bool {
     requested.is_none_or(|req| req.iter().all(|s| family.scopes.contains(s)))
 }
 
+fn audience_allowed(family: &Family, requested: Option<&[String]>) -> bool {
+    requested.is_none_or(|req| req.iter().all(|a| family.audience.contains(a)))
+}
+
+fn client_matches(family: &Family, presented: &str) -> bool {
+    family
+        .client_id
+        .as_bytes()
+        .ct_eq(presented.as_bytes())
+        .into()
+}
+
 /// Decides a rotation request against the stored family. Pure: the store writes back
 /// [`RotateOutcome::new_state`] atomically with having read `family`.
 ///
@@ -167,22 +188,25 @@ fn scopes_allowed(family: &Family, requested: Option<&[String]>) -> bool {
 ///    family's state, so a family id alone reveals nothing and changes nothing.
 /// 2. **Revoked family → `Revoked`.**
 /// 3. **`now >= absolute_expires_at` or `now >= idle_expires_at` → `Expired`.**
-/// 4. **Bound family (`dpop_jkt` set) and `presented_jkt` absent or different →
+/// 4. **`client_id` not the family's → `ClientMismatch`**, family untouched (also for
+///    rotated tokens: another client can neither use nor revoke the family).
+/// 5. **Bound family (`dpop_jkt` set) and `presented_jkt` absent or different →
 ///    `DpopMismatch`**, family untouched (also for rotated tokens: a party without the key
 ///    can use no token of the family, and must not be able to revoke it either). An unbound
 ///    family accepts any or no key and stays unbound.
-/// 5. **Current token**: requested scopes not a subset of the family's → `ScopeExceeded`;
-///    otherwise **`Rotated`**: generation + 1, the current hash moves to the end of `rotated`
+/// 6. **Current token**: requested scopes not a subset of the family's → `ScopeExceeded`;
+///    requested audiences not a subset → `AudienceExceeded`; otherwise **`Rotated`**: generation + 1, the current hash moves to the end of `rotated`
 ///    (dropping the oldest beyond [`MAX_ROTATED_HASHES`]), `new_hash` becomes current,
 ///    `rotated_at = now`, `idle_expires_at = min(now + idle_ttl, absolute_expires_at)` (the
 ///    absolute expiry never moves), and `grace` is replaced by
 ///    `{previous_hash: old current, sealed_successor, uses: 0, rotated_at: now}` when the
 ///    request's grace policy is enabled and carries a sealed successor, else cleared.
-/// 6. **Previous token** (equal to `grace.previous_hash`): when the request's grace policy is
+/// 7. **Previous token** (equal to `grace.previous_hash`): when the request's grace policy is
 ///    enabled, `now < grace.rotated_at + window` and `grace.uses < max_uses`: requested scopes
-///    not a subset → `ScopeExceeded`, else **`GraceRetry`** with `grace.uses + 1` and the sealed
-///    successor. Otherwise (grace off, window over, uses exhausted) it is reuse, step 7.
-/// 7. **Any other remembered token → `Reuse`**: `revoked = {ReuseDetected, now}`, `grace`
+///    or audiences not a subset → `ScopeExceeded` / `AudienceExceeded`, else **`GraceRetry`**
+///    with `grace.uses + 1` and the sealed successor. Otherwise (grace off, window over, uses
+///    exhausted) it is reuse, step 8.
+/// 8. **Any other remembered token → `Reuse`**: `revoked = {ReuseDetected, now}`, `grace`
 ///    cleared (nothing sealed outlives the revocation).
 pub fn decide(family: &Family, req: &RotateRequest) -> RotateOutcome {
     let known = classify(family, &req.presented_hash);
@@ -195,14 +219,23 @@ pub fn decide(family: &Family, req: &RotateRequest) -> RotateOutcome {
     if family.is_expired(req.now) {
         return RotateOutcome::Expired;
     }
+    if !client_matches(family, &req.client_id) {
+        return RotateOutcome::ClientMismatch;
+    }
     if !jkt_matches(family.dpop_jkt.as_deref(), req.presented_jkt.as_deref()) {
         return RotateOutcome::DpopMismatch;
     }
-    let scopes_ok = scopes_allowed(family, req.requested_scopes.as_deref());
+    let narrowing = if !scopes_allowed(family, req.requested_scopes.as_deref()) {
+        Some(RotateOutcome::ScopeExceeded)
+    } else if !audience_allowed(family, req.requested_audience.as_deref()) {
+        Some(RotateOutcome::AudienceExceeded)
+    } else {
+        None
+    };
     match known {
         Known::Current => {
-            if !scopes_ok {
-                return RotateOutcome::ScopeExceeded;
+            if let Some(refused) = narrowing {
+                return refused;
             }
             let mut next = family.clone();
             next.generation = next.generation.saturating_add(1);
@@ -234,8 +267,8 @@ pub fn decide(family: &Family, req: &RotateRequest) -> RotateOutcome {
                     && req.now < g.rotated_at.saturating_add(req.grace.window)
                     && g.uses < req.grace.max_uses =>
             {
-                if !scopes_ok {
-                    return RotateOutcome::ScopeExceeded;
+                if let Some(refused) = narrowing {
+                    return refused;
                 }
                 let mut next = family.clone();
                 let sealed = g.sealed_successor.clone();
@@ -263,10 +296,13 @@ fn revoked(family: &Family, reason: RevocationReason, now: i64) -> Family {
 }
 
 /// One revocation (of a family, or of each family of a subject), as the store sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RevokeRequest {
     /// Why.
     pub reason: RevocationReason,
+    /// With a revocation by token: the client presenting it (a family is revoked by its own
+    /// client only). `None` for the operator's revocations by family id or subject.
+    pub client_id: Option<String>,
     /// The current time.
     pub now: i64,
     /// How long the family stays on the revocation list (the longest access-token lifetime).
@@ -288,6 +324,8 @@ pub enum RevokeOutcome {
     AlreadyRevoked,
     /// A token was presented as proof and matches none of the family's hashes. Untouched.
     Forged,
+    /// The token was presented by another client than the family's. Untouched.
+    ClientMismatch,
     /// No such family.
     NotFound,
 }
@@ -296,8 +334,9 @@ pub enum RevokeOutcome {
 ///
 /// 1. With `presented_hash` (revocation by token): no match with the current, previous or a
 ///    remembered rotated hash → `Forged` (a family id alone cannot revoke).
-/// 2. Already revoked → `AlreadyRevoked`.
-/// 3. Otherwise `Revoked`: `revoked = {reason, now}`, `grace` cleared. Expired families are
+/// 2. With a `client_id` in the request that is not the family's → `ClientMismatch`.
+/// 3. Already revoked → `AlreadyRevoked`.
+/// 4. Otherwise `Revoked`: `revoked = {reason, now}`, `grace` cleared. Expired families are
 ///    revoked too: access tokens minted shortly before the expiry may still be alive.
 pub fn decide_revoke(
     family: &Family,
@@ -308,6 +347,11 @@ pub fn decide_revoke(
         && classify(family, h) == Known::Unknown
     {
         return RevokeOutcome::Forged;
+    }
+    if let Some(client) = req.client_id.as_deref()
+        && !client_matches(family, client)
+    {
+        return RevokeOutcome::ClientMismatch;
     }
     if family.revoked.is_some() {
         return RevokeOutcome::AlreadyRevoked;
@@ -330,6 +374,9 @@ mod tests {
             client_id: "app".into(),
             scopes: vec!["a".into(), "b".into()],
             dpop_jkt: None,
+            audience: vec!["https://api".into(), "https://b".into()],
+            claims_json: Some(r#"{"tenant":"t-42"}"#.into()),
+            access_ttl: Some(120),
             created_at: 0,
             absolute_expires_at: 1000,
             idle_expires_at: 100,
@@ -346,8 +393,10 @@ mod tests {
         RotateRequest {
             family_id: FamilyId::from_bytes([1; 16]),
             presented_hash: presented,
+            client_id: "app".into(),
             presented_jkt: None,
             requested_scopes: None,
+            requested_audience: None,
             new_hash: new,
             sealed_successor: None,
             now,
@@ -391,24 +440,64 @@ mod tests {
         assert_eq!(decide(&f, &req(h(1), h(2), 5)), RotateOutcome::Revoked);
         f.revoked = None;
         assert_eq!(decide(&f, &req(h(1), h(2), 100)), RotateOutcome::Expired);
+        let mut other_client = req(h(1), h(2), 5);
+        other_client.client_id = "app2".into();
+        other_client.presented_jkt = Some("k".into());
+        assert_eq!(decide(&f, &other_client), RotateOutcome::ClientMismatch);
         assert_eq!(decide(&f, &req(h(1), h(2), 5)), RotateOutcome::DpopMismatch);
         let mut r = req(h(1), h(2), 5);
         r.presented_jkt = Some("k".into());
         r.requested_scopes = Some(vec!["c".into()]);
         assert_eq!(decide(&f, &r), RotateOutcome::ScopeExceeded);
         r.requested_scopes = Some(vec!["b".into()]);
-        assert!(matches!(decide(&f, &r), RotateOutcome::Rotated(_)));
+        r.requested_audience = Some(vec!["https://elsewhere".into()]);
+        assert_eq!(decide(&f, &r), RotateOutcome::AudienceExceeded);
+        r.requested_audience = Some(vec!["https://b".into()]);
+        let RotateOutcome::Rotated(next) = decide(&f, &r) else {
+            panic!("a narrowing refresh rotates")
+        };
+        // The grant is kept whole: narrowing is per token, never stored.
+        assert_eq!(
+            (
+                &next.scopes,
+                &next.audience,
+                &next.claims_json,
+                next.access_ttl
+            ),
+            (&f.scopes, &f.audience, &f.claims_json, f.access_ttl)
+        );
+    }
+
+    #[test]
+    fn a_rotated_token_of_another_client_is_no_reuse() {
+        let f = family();
+        let RotateOutcome::Rotated(f) = decide(&f, &req(h(1), h(2), 5)) else {
+            panic!()
+        };
+        let mut r = req(h(1), h(3), 6);
+        r.client_id = "app2".into();
+        assert_eq!(decide(&f, &r), RotateOutcome::ClientMismatch);
+        assert!(matches!(
+            decide(&f, &req(h(1), h(3), 6)),
+            RotateOutcome::Reuse(_)
+        ));
     }
 
     #[test]
     fn revoke_decisions() {
         let f = family();
-        let r = RevokeRequest {
+        let mut r = RevokeRequest {
             reason: RevocationReason::TokenRevoked,
+            client_id: Some("app2".into()),
             now: 5,
             revocation_ttl: 60,
         };
         assert_eq!(decide_revoke(&f, Some(&h(7)), &r), RevokeOutcome::Forged);
+        assert_eq!(
+            decide_revoke(&f, Some(&h(1)), &r),
+            RevokeOutcome::ClientMismatch
+        );
+        r.client_id = Some("app".into());
         let RevokeOutcome::Revoked(n) = decide_revoke(&f, Some(&h(1)), &r) else {
             panic!()
         };

@@ -11,10 +11,14 @@
 #[non_exhaustive]
 pub enum OAuthError {
     /// `invalid_grant`: the refresh token is malformed, unknown, forged, reused, revoked,
-    /// expired, or presented without the DPoP key it is bound to.
+    /// expired, presented by another client than its own, or without the DPoP key it is
+    /// bound to.
     InvalidGrant,
     /// `invalid_scope`: the refresh asked for a scope the family was not granted.
     InvalidScope,
+    /// `invalid_target` (RFC 8707): the refresh asked for an audience the family was not
+    /// granted.
+    InvalidTarget,
     /// `invalid_request`: an argument to issue a family is not acceptable.
     InvalidRequest,
     /// `temporarily_unavailable`: the store failed; nothing was issued (fail closed).
@@ -28,6 +32,7 @@ impl OAuthError {
     pub fn as_str(self) -> &'static str {
         match self {
             OAuthError::InvalidGrant => "invalid_grant",
+            OAuthError::InvalidTarget => "invalid_target",
             OAuthError::InvalidScope => "invalid_scope",
             OAuthError::InvalidRequest => "invalid_request",
             OAuthError::TemporarilyUnavailable => "temporarily_unavailable",
@@ -81,6 +86,10 @@ pub enum Error {
     /// The family reached its absolute or idle expiry.
     #[error("the refresh-token family has expired")]
     Expired,
+    /// The token was presented by another client than the one its family was granted to.
+    /// The family is left untouched.
+    #[error("the refresh token was issued to another client")]
+    ClientMismatch,
     /// The family is bound to a DPoP key but the refresh came without a DPoP proof. The family
     /// is left untouched.
     #[error("the refresh token is DPoP-bound and no DPoP proof was presented")]
@@ -92,6 +101,9 @@ pub enum Error {
     /// The refresh asked for a scope that the family was not granted (down-scoping only).
     #[error("requested scope exceeds the granted scope")]
     ScopeExceeded,
+    /// The refresh asked for an audience that the family was not granted (narrowing only).
+    #[error("requested audience exceeds the granted audience")]
+    AudienceExceeded,
 
     // ---- arguments and configuration -------------------------------------------------------
     /// An argument to issue a family is not acceptable (empty subject, oversized value, a
@@ -170,8 +182,10 @@ impl Error {
             | Error::Revoked
             | Error::Expired
             | Error::DpopProofRequired
+            | Error::ClientMismatch
             | Error::DpopKeyMismatch => OAuthError::InvalidGrant,
             Error::ScopeExceeded => OAuthError::InvalidScope,
+            Error::AudienceExceeded => OAuthError::InvalidTarget,
             Error::InvalidInput(_) => OAuthError::InvalidRequest,
             Error::Store { .. } => OAuthError::TemporarilyUnavailable,
             Error::InvalidConfig(_)

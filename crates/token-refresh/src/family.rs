@@ -20,6 +20,10 @@ pub const MAX_ROTATED_HASHES: usize = 64;
 /// A refresh-token family: every token descended from one grant, of which exactly one (the
 /// current one) is usable at a time.
 ///
+/// It keeps the whole grant (subject, client, scopes, DPoP key, audiences, custom claims and
+/// the access-token lifetime asked for), so every access token minted on a refresh carries
+/// exactly what the first one did, or a subset the refresh asked for.
+///
 /// This struct is exhaustive on purpose: it is the state every [`FamilyStore`] keeps, and a new
 /// field must be a breaking change for store implementations rather than a field one of them
 /// silently drops. Its serde form (JSON field names below, hashes and the sealed successor as
@@ -40,6 +44,22 @@ pub struct Family {
     pub scopes: Vec<String>,
     /// The RFC 7638 thumbprint of the DPoP key the family is bound to, if any.
     pub dpop_jkt: Option<String>,
+    /// The audiences (`aud`) of the family's access tokens; refreshes may ask for a subset.
+    /// Empty in families stored before the grant was kept whole: the server's default then.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "seq_or_empty_object"
+    )]
+    pub audience: Vec<String>,
+    /// The custom claims of the family's access tokens: the text of a JSON object, kept as
+    /// text (a Redis script decoding it as JSON would rewrite numbers and empty arrays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims_json: Option<String>,
+    /// The access-token lifetime the grant asked for, in seconds (`None`: the server's
+    /// default); the server's cap in force at each mint applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_ttl: Option<u32>,
     /// When the family was created (seconds since the Unix epoch).
     pub created_at: i64,
     /// The family lifetime's end: never extended by rotation.
@@ -135,6 +155,9 @@ impl fmt::Debug for Family {
             .field("client_id", &self.client_id)
             .field("scopes", &self.scopes)
             .field("dpop_jkt", &self.dpop_jkt)
+            .field("audience", &self.audience)
+            .field("claims_json", &self.claims_json.as_ref().map(String::len))
+            .field("access_ttl", &self.access_ttl)
             .field("created_at", &self.created_at)
             .field("absolute_expires_at", &self.absolute_expires_at)
             .field("idle_expires_at", &self.idle_expires_at)
@@ -263,6 +286,9 @@ mod tests {
             client_id: "app".into(),
             scopes: vec![],
             dpop_jkt: Some("jkt".into()),
+            audience: vec![],
+            claims_json: None,
+            access_ttl: None,
             created_at: 1,
             absolute_expires_at: 3,
             idle_expires_at: 2,
@@ -281,6 +307,28 @@ mod tests {
         assert_eq!(serde_json::from_str::<Family>(&lua).unwrap(), f);
         let bad = json.replacen("\"scopes\":[]", "\"scopes\":{\"a\":1}", 1);
         assert!(serde_json::from_str::<Family>(&bad).is_err());
+
+        // A family stored before the grant was kept whole reads with an empty grant, and one
+        // without those details is written exactly as before.
+        for field in ["audience", "claims_json", "access_ttl"] {
+            assert!(!json.contains(field), "{json}");
+        }
+        let mut whole = f.clone();
+        whole.audience = vec!["https://api".into()];
+        whole.claims_json =
+            Some(r#"{"n":12345678901234567890,"e":[],"p":"a/b","q":"\"é\u0000"}"#.into());
+        whole.access_ttl = Some(120);
+        let json = serde_json::to_string(&whole).unwrap();
+        assert_eq!(serde_json::from_str::<Family>(&json).unwrap(), whole);
+        // As Redis's cjson writes it back: `/` escaped, an empty audience as `{}`.
+        let lua = json.replace('/', "\\/");
+        assert_eq!(serde_json::from_str::<Family>(&lua).unwrap(), whole);
+        let mut empty = whole.clone();
+        empty.audience.clear();
+        let lua = serde_json::to_string(&empty)
+            .unwrap()
+            .replacen('{', "{\"audience\":{},", 1);
+        assert_eq!(serde_json::from_str::<Family>(&lua).unwrap(), empty);
     }
 
     #[test]

@@ -34,9 +34,9 @@ pub use family::{
 pub use grace::{MAX_SEALED_BYTES, SealedSuccessor};
 pub use memory::MemoryStore;
 pub use rotator::{
-    DEFAULT_FAMILY_LIFETIME, DEFAULT_IDLE_TTL, DEFAULT_MAX_ACCESS_TOKEN_LIFETIME, MAX_ID_BYTES,
-    MAX_JKT_BYTES, MAX_SCOPE_BYTES, MAX_SCOPES, RefreshOutcome, Rotator, RotatorConfig,
-    RotatorConfigBuilder,
+    DEFAULT_FAMILY_LIFETIME, DEFAULT_IDLE_TTL, DEFAULT_MAX_ACCESS_TOKEN_LIFETIME, GrantDetails,
+    MAX_AUDIENCES, MAX_CLAIMS_BYTES, MAX_ID_BYTES, MAX_JKT_BYTES, MAX_SCOPE_BYTES, MAX_SCOPES,
+    RefreshOutcome, Rotator, RotatorConfig, RotatorConfigBuilder,
 };
 pub use store::{FamilyStore, RevocationList, StoreFuture};
 pub use token::{

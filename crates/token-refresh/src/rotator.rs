@@ -26,6 +26,23 @@ pub const MAX_SCOPES: usize = 64;
 pub const MAX_SCOPE_BYTES: usize = 256;
 /// The longest DPoP key thumbprint accepted, in bytes (a SHA-256 RFC 7638 thumbprint is 43).
 pub const MAX_JKT_BYTES: usize = 128;
+/// The most audiences a family may have.
+pub const MAX_AUDIENCES: usize = 64;
+/// The longest custom-claims text a family may keep, in bytes.
+pub const MAX_CLAIMS_BYTES: usize = 8 * 1024;
+
+/// What a grant puts in its access tokens beyond subject, client, scopes and DPoP key: kept
+/// in the family, so every refresh mints the same (see [`Rotator::issue_with`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GrantDetails {
+    /// The audiences (`aud`).
+    pub audience: Vec<String>,
+    /// Custom claims: the text of a JSON object (the server checks which claims it allows).
+    pub claims_json: Option<String>,
+    /// The access-token lifetime asked for, in seconds (`None`, or `Some(0)`, which is kept
+    /// as `None`: the server's default).
+    pub access_ttl: Option<u32>,
+}
 /// Upper bound of every configured duration: 10 years.
 const MAX_DURATION_SECS: u64 = 10 * 366 * 24 * 3600;
 
@@ -296,6 +313,51 @@ impl Rotator {
         dpop_jkt: Option<&str>,
         now: i64,
     ) -> Result<(RefreshToken, Family)> {
+        self.issue_with(
+            subject,
+            client_id,
+            scopes,
+            dpop_jkt,
+            &GrantDetails::default(),
+            now,
+        )
+        .await
+    }
+
+    /// [`Rotator::issue`] for a grant with audiences, custom claims or an access-token
+    /// lifetime, all kept in the family.
+    ///
+    /// # Errors
+    /// As [`Rotator::issue`], and [`Error::InvalidInput`] for more than [`MAX_AUDIENCES`]
+    /// audiences, an empty or oversized audience, or claims that are longer than
+    /// [`MAX_CLAIMS_BYTES`] or not a JSON object.
+    pub async fn issue_with(
+        &self,
+        subject: &str,
+        client_id: &str,
+        scopes: &[String],
+        dpop_jkt: Option<&str>,
+        details: &GrantDetails,
+        now: i64,
+    ) -> Result<(RefreshToken, Family)> {
+        if details.audience.len() > MAX_AUDIENCES {
+            return Err(Error::InvalidInput("too many audiences"));
+        }
+        for audience in &details.audience {
+            check_id(
+                audience,
+                "an audience is empty, too long or has control characters",
+            )?;
+        }
+        if let Some(claims) = &details.claims_json
+            && (claims.len() > MAX_CLAIMS_BYTES
+                || serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(claims)
+                    .is_err())
+        {
+            return Err(Error::InvalidInput(
+                "custom claims are too long or not a JSON object",
+            ));
+        }
         check_id(
             subject,
             "subject is empty, too long or has control characters",
@@ -328,6 +390,9 @@ impl Rotator {
             client_id: client_id.to_owned(),
             scopes: dedup(scopes),
             dpop_jkt: dpop_jkt.map(str::to_owned),
+            audience: dedup(&details.audience),
+            claims_json: details.claims_json.clone(),
+            access_ttl: details.access_ttl.filter(|ttl| *ttl > 0),
             created_at: now,
             absolute_expires_at: absolute,
             idle_expires_at: now.saturating_add(self.config.idle_ttl).min(absolute),
@@ -345,24 +410,42 @@ impl Rotator {
     /// Redeems a refresh token: rotates the family (or answers a grace retry) in one atomic
     /// store operation, and returns the refresh token for the response.
     ///
-    /// `presented_jkt` is the thumbprint of the key of an already validated DPoP proof, if the
-    /// request had one; `requested_scopes` is the `scope` parameter, if any.
+    /// `client_id` is the client presenting the token (the family answers its own client
+    /// only); `presented_jkt` is the thumbprint of the key of an already validated DPoP
+    /// proof, if the request had one; `requested_scopes` and `requested_audience` narrow the
+    /// grant for this token only (RFC 6749 section 6, RFC 8707), if given.
     ///
     /// # Errors
     /// Format errors ([`Error::TokenTooLarge`], [`Error::MalformedToken`],
     /// [`Error::TokenChecksum`]) before any store lookup; then [`Error::UnknownFamily`],
     /// [`Error::ForgedToken`], [`Error::ReuseDetected`] (the family is now revoked),
-    /// [`Error::Revoked`], [`Error::Expired`], [`Error::DpopProofRequired`],
-    /// [`Error::DpopKeyMismatch`] (all `invalid_grant`), [`Error::ScopeExceeded`]
-    /// (`invalid_scope`), [`Error::Random`], or [`Error::Store`] (fail closed: no token).
+    /// [`Error::Revoked`], [`Error::Expired`], [`Error::ClientMismatch`],
+    /// [`Error::DpopProofRequired`], [`Error::DpopKeyMismatch`] (all `invalid_grant`),
+    /// [`Error::ScopeExceeded`] (`invalid_scope`), [`Error::AudienceExceeded`]
+    /// (`invalid_target`), [`Error::Random`], or [`Error::Store`] (fail closed: no token).
     pub async fn refresh(
         &self,
         token: &str,
+        client_id: &str,
         presented_jkt: Option<&str>,
         requested_scopes: Option<&[String]>,
+        requested_audience: Option<&[String]>,
         now: i64,
     ) -> Result<RefreshOutcome> {
         let presented = RefreshToken::parse(token)?;
+        if client_id.is_empty() || client_id.len() > MAX_ID_BYTES {
+            // No family was granted to such a client.
+            return Err(Error::ClientMismatch);
+        }
+        let requested_audience = match requested_audience {
+            Some(req) => {
+                if req.len() > MAX_AUDIENCES || req.iter().any(|a| a.len() > MAX_ID_BYTES) {
+                    return Err(Error::AudienceExceeded);
+                }
+                Some(dedup(req))
+            }
+            None => None,
+        };
         let requested = match requested_scopes {
             Some(req) => {
                 if req.len() > MAX_SCOPES || !req.iter().all(|s| is_scope_token(s)) {
@@ -387,8 +470,10 @@ impl Rotator {
         let req = RotateRequest {
             family_id: presented.family_id(),
             presented_hash: self.pepper.hash(&presented),
+            client_id: client_id.to_owned(),
             presented_jkt,
             requested_scopes: requested,
+            requested_audience,
             new_hash: self.pepper.hash(&successor),
             sealed_successor,
             now,
@@ -440,21 +525,31 @@ impl Rotator {
                 Error::DpopKeyMismatch
             }),
             RotateOutcome::ScopeExceeded => Err(Error::ScopeExceeded),
+            RotateOutcome::AudienceExceeded => Err(Error::AudienceExceeded),
+            RotateOutcome::ClientMismatch => Err(Error::ClientMismatch),
             RotateOutcome::NotFound => Err(Error::UnknownFamily),
         }
     }
 
-    /// Revokes the family of a presented refresh token (RFC 7009). Any token of the family
-    /// that the store still recognises (current or rotated) proves the right to revoke; an
-    /// unknown one changes nothing ([`RevokeOutcome::Forged`]).
+    /// Revokes the family of a refresh token presented by `client_id` (RFC 7009). Any token
+    /// of the family that the store still recognises (current or rotated) proves the right
+    /// to revoke, when presented by the family's own client; an unknown one changes nothing
+    /// ([`RevokeOutcome::Forged`]), nor does one of another client's family
+    /// ([`RevokeOutcome::ClientMismatch`]).
     ///
     /// # Errors
     /// Format errors before any store lookup; [`Error::Store`].
-    pub async fn revoke_token(&self, token: &str, now: i64) -> Result<RevokeOutcome> {
+    pub async fn revoke_token(
+        &self,
+        token: &str,
+        client_id: &str,
+        now: i64,
+    ) -> Result<RevokeOutcome> {
         let presented = RefreshToken::parse(token)?;
         let hash = self.pepper.hash(&presented);
         let req = RevokeRequest {
             reason: RevocationReason::TokenRevoked,
+            client_id: Some(client_id.to_owned()),
             now,
             revocation_ttl: self.revocation_ttl(),
         };
@@ -470,6 +565,7 @@ impl Rotator {
     pub async fn revoke_family(&self, family_id: &FamilyId, now: i64) -> Result<RevokeOutcome> {
         let req = RevokeRequest {
             reason: RevocationReason::FamilyRevoked,
+            client_id: None,
             now,
             revocation_ttl: self.revocation_ttl(),
         };
@@ -484,6 +580,7 @@ impl Rotator {
     pub async fn revoke_subject(&self, subject: &str, now: i64) -> Result<usize> {
         let req = RevokeRequest {
             reason: RevocationReason::SubjectRevoked,
+            client_id: None,
             now,
             revocation_ttl: self.revocation_ttl(),
         };

@@ -46,6 +46,9 @@ checks!(
     grace_disabled_later_is_reuse,
     dpop_binding,
     down_scoping,
+    grant_is_kept,
+    client_binding,
+    narrowing_only,
     absolute_expiry_never_extended,
     idle_expiry_renewed,
     bounded_history,
@@ -122,4 +125,99 @@ async fn memory_store_is_bounded() {
     assert!(r.families_of("old").await.unwrap().is_empty());
     assert_eq!(store.purge_expired(t0 + 110).unwrap(), 5000);
     assert!(store.is_empty());
+}
+
+/// `issue_with` keeps what it is given (audiences deduplicated, a zero lifetime as none) and
+/// refuses, before any store write, audiences and claims a family must not keep.
+#[tokio::test]
+async fn issue_with_checks_the_grant() {
+    use token_refresh::{
+        FamilyStore, GrantDetails, MAX_AUDIENCES, MAX_CLAIMS_BYTES, MAX_ID_BYTES, Pepper, Rotator,
+        RotatorConfig,
+    };
+    let store = Arc::new(MemoryStore::new());
+    let r = Rotator::new(
+        store.clone(),
+        Pepper::generate().unwrap(),
+        RotatorConfig::default(),
+    );
+    let t0 = conformance::T0;
+    let details = GrantDetails {
+        audience: vec!["https://a".into(), "https://b".into(), "https://a".into()],
+        claims_json: Some(r#"{"tenant":"t-1","n":1.50}"#.into()),
+        access_ttl: Some(60),
+    };
+    let (_, f) = r
+        .issue_with("u", "c", &[], None, &details, t0)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.audience,
+        vec!["https://a".to_owned(), "https://b".to_owned()]
+    );
+    assert_eq!(
+        f.claims_json.as_deref(),
+        Some(r#"{"tenant":"t-1","n":1.50}"#)
+    );
+    assert_eq!(f.access_ttl, Some(60));
+    assert_eq!(store.get(&f.id).await.unwrap().unwrap(), f);
+    let zero = GrantDetails {
+        access_ttl: Some(0),
+        ..GrantDetails::default()
+    };
+    let (_, f) = r.issue_with("u", "c", &[], None, &zero, t0).await.unwrap();
+    assert_eq!(f.access_ttl, None);
+    // `issue` is `issue_with` without details.
+    let (_, f) = r.issue("u", "c", &[], None, t0).await.unwrap();
+    assert!(f.audience.is_empty() && f.claims_json.is_none() && f.access_ttl.is_none());
+
+    let stored = store.len();
+    let bad = [
+        GrantDetails {
+            audience: vec![String::new()],
+            ..GrantDetails::default()
+        },
+        GrantDetails {
+            audience: vec!["https://a\n".into()],
+            ..GrantDetails::default()
+        },
+        GrantDetails {
+            audience: vec!["a".repeat(MAX_ID_BYTES + 1)],
+            ..GrantDetails::default()
+        },
+        GrantDetails {
+            audience: (0..=MAX_AUDIENCES)
+                .map(|i| format!("https://{i}"))
+                .collect(),
+            ..GrantDetails::default()
+        },
+        GrantDetails {
+            claims_json: Some("[]".into()),
+            ..GrantDetails::default()
+        },
+        GrantDetails {
+            claims_json: Some("\"text\"".into()),
+            ..GrantDetails::default()
+        },
+        GrantDetails {
+            claims_json: Some("{\"a\":".into()),
+            ..GrantDetails::default()
+        },
+        GrantDetails {
+            claims_json: Some(format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_CLAIMS_BYTES))),
+            ..GrantDetails::default()
+        },
+    ];
+    for details in &bad {
+        let e = r
+            .issue_with("u", "c", &[], None, details, t0)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.oauth_error().as_str(),
+            "invalid_request",
+            "{details:?}: {e:?}"
+        );
+    }
+    assert_eq!(store.len(), stored, "nothing was stored");
 }

@@ -13,13 +13,56 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use token_refresh::conformance::{Backend, Harness, model};
 use token_refresh::{
-    FamilyId, MemoryStore, RefreshToken, RevokeOutcome, RotateOutcome, decide, decide_revoke,
+    Family, FamilyId, MemoryStore, RefreshToken, RevokeOutcome, RotateOutcome, RotateRequest,
+    decide, decide_revoke,
 };
 use token_testkit::TokioHarness;
 
 /// A fresh memory store per run.
 fn memory() -> impl Harness {
     TokioHarness::new(|| async { Backend::new(Arc::new(MemoryStore::new())) })
+}
+
+/// Whether the presented hash is one the family knows (current, previous, rotated).
+fn knows(family: &Family, hash: &token_refresh::TokenHash) -> bool {
+    family.current_hash == *hash
+        || family.rotated.contains(hash)
+        || family
+            .grace
+            .as_ref()
+            .is_some_and(|g| g.previous_hash == *hash)
+}
+
+fn subset(requested: Option<&[String]>, granted: &[String]) -> bool {
+    requested.is_none_or(|r| r.iter().all(|x| granted.contains(x)))
+}
+
+/// `next` is `family` with only what a rotation, a grace retry or a revocation may change:
+/// the grant (subject, client, scopes, DPoP key, audiences, claims text, access-token
+/// lifetime) and the creation and absolute expiry times are kept exactly.
+fn keeps_grant(family: &Family, next: &Family) -> bool {
+    let mut same = next.clone();
+    same.generation = family.generation;
+    same.current_hash = family.current_hash;
+    same.rotated.clone_from(&family.rotated);
+    same.rotated_at = family.rotated_at;
+    same.idle_expires_at = family.idle_expires_at;
+    same.grace.clone_from(&family.grace);
+    same.revoked = family.revoked;
+    same == *family
+}
+
+/// The request passed every check before the narrowing ones (known token, live family, its
+/// client, its key).
+fn passes_binding(family: &Family, req: &RotateRequest) -> bool {
+    knows(family, &req.presented_hash)
+        && family.revoked.is_none()
+        && !family.is_expired(req.now)
+        && family.client_id == req.client_id
+        && family
+            .dpop_jkt
+            .as_ref()
+            .is_none_or(|k| req.presented_jkt.as_ref() == Some(k))
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -44,10 +87,42 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
 
     /// `decide` on arbitrary states keeps its invariants: untouched families for refusals,
-    /// the absolute expiry never moves, history stays bounded, only current tokens rotate.
+    /// the absolute expiry never moves, history stays bounded, only current tokens rotate,
+    /// only the family's own client gets anything (or causes a reuse revocation), narrowing
+    /// is checked scopes first and never stored, the grant is kept exactly.
     #[test]
     fn decide_invariants((family, req) in model::decide_cases()) {
         let outcome = decide(&family, &req);
+        let scopes_ok = subset(req.requested_scopes.as_deref(), &family.scopes);
+        let audience_ok = subset(req.requested_audience.as_deref(), &family.audience);
+        if let Some(next) = outcome.new_state() {
+            prop_assert!(passes_binding(&family, &req), "{outcome:?}");
+            prop_assert!(keeps_grant(&family, next), "{family:?} -> {next:?}");
+            prop_assert_eq!(next.absolute_expires_at, family.absolute_expires_at);
+        }
+        match &outcome {
+            RotateOutcome::Rotated(_) | RotateOutcome::GraceRetry { .. } => {
+                prop_assert!(scopes_ok && audience_ok);
+            }
+            RotateOutcome::ClientMismatch => {
+                prop_assert!(knows(&family, &req.presented_hash));
+                prop_assert!(family.revoked.is_none() && !family.is_expired(req.now));
+                prop_assert_ne!(&family.client_id, &req.client_id);
+            }
+            RotateOutcome::DpopMismatch => {
+                prop_assert_eq!(&family.client_id, &req.client_id);
+                prop_assert!(!passes_binding(&family, &req));
+            }
+            RotateOutcome::ScopeExceeded => {
+                prop_assert!(passes_binding(&family, &req));
+                prop_assert!(!scopes_ok);
+            }
+            RotateOutcome::AudienceExceeded => {
+                prop_assert!(passes_binding(&family, &req));
+                prop_assert!(scopes_ok && !audience_ok);
+            }
+            _ => {}
+        }
         match &outcome {
             RotateOutcome::Rotated(next) => {
                 prop_assert!(family.revoked.is_none());
@@ -86,21 +161,28 @@ proptest! {
         }
     }
 
-    /// `decide_revoke`: only a known token (or none) revokes, once.
+    /// `decide_revoke`: only a known token (or none) revokes, once, and only when presented
+    /// by the family's own client (or by no client: an operator); the grant is kept.
     #[test]
     fn decide_revoke_invariants((family, presented, req) in model::revoke_cases()) {
-        let known = presented.is_none_or(|h| {
-            family.current_hash == h
-                || family.rotated.contains(&h)
-                || family.grace.as_ref().is_some_and(|g| g.previous_hash == h)
-        });
+        let known = presented.is_none_or(|h| knows(&family, &h));
+        let own_client = req.client_id.as_ref().is_none_or(|c| *c == family.client_id);
         match decide_revoke(&family, presented.as_ref(), &req) {
             RevokeOutcome::Forged => prop_assert!(!known),
-            RevokeOutcome::AlreadyRevoked => prop_assert!(known && family.revoked.is_some()),
+            RevokeOutcome::ClientMismatch => prop_assert!(known && !own_client),
+            RevokeOutcome::AlreadyRevoked => {
+                prop_assert!(known && own_client && family.revoked.is_some());
+            }
             RevokeOutcome::Revoked(next) => {
-                prop_assert!(known && family.revoked.is_none());
+                prop_assert!(known && own_client && family.revoked.is_none());
                 prop_assert_eq!(next.revoked.unwrap().at, req.now);
+                prop_assert_eq!(next.revoked.unwrap().reason, req.reason);
                 prop_assert!(next.grace.is_none());
+                prop_assert!(keeps_grant(&family, &next), "{family:?} -> {next:?}");
+                let mut same = next.clone();
+                same.revoked = family.revoked;
+                same.grace.clone_from(&family.grace);
+                prop_assert_eq!(same, family);
             }
             other => prop_assert!(false, "{other:?}"),
         }

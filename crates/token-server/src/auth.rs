@@ -181,7 +181,9 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         if is_public(req.uri().path()) {
-            return Box::pin(inner.call(req));
+            return Box::pin(
+                async move { inner.call(req).await.map(oversize_is_resource_exhausted) },
+            );
         }
         let Some(caller) = self.auth.authenticate(&req) else {
             metrics::counter!(crate::metrics::CALLER_REJECTED, "reason" => "unauthenticated")
@@ -203,10 +205,38 @@ where
         Box::pin(async move {
             let response = inner.call(req).await;
             drop(permit);
-            response
+            response.map(oversize_is_resource_exhausted)
         })
     }
 }
+
+/// tonic answers a request message over `MAX_REQUEST_BYTES` with `OUT_OF_RANGE`; gRPC's
+/// status-code table (and the Go, Java and C++ servers) say `RESOURCE_EXHAUSTED`, which is
+/// what clients' retry and alerting rules expect. Its error is a trailers-only response, so
+/// the status is in the headers.
+fn oversize_is_resource_exhausted<R>(mut response: http::Response<R>) -> http::Response<R> {
+    let headers = response.headers_mut();
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|code| code.as_bytes() == b"11");
+    let oversize = headers
+        .get("grpc-message")
+        .map(|message| message.as_bytes())
+        .is_some_and(|message| {
+            let text = String::from_utf8_lossy(message).replace("%20", " ");
+            text.contains("message length too large")
+        });
+    if out_of_range && oversize {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from_static(RESOURCE_EXHAUSTED),
+        );
+    }
+    response
+}
+
+/// `RESOURCE_EXHAUSTED`'s code on the wire.
+const RESOURCE_EXHAUSTED: &str = "8";
 
 #[cfg(test)]
 mod tests {
@@ -218,6 +248,29 @@ mod tests {
             b = b.header("authorization", a);
         }
         b.body(()).unwrap()
+    }
+
+    #[test]
+    fn only_tonics_oversize_answer_becomes_resource_exhausted() {
+        let answer = |status: &str, message: &str| {
+            let response = http::Response::builder()
+                .header("grpc-status", status)
+                .header("grpc-message", message)
+                .body(())
+                .unwrap();
+            let response = oversize_is_resource_exhausted(response);
+            response.headers()["grpc-status"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        let oversize =
+            "Error, decoded message length too large: found 70050 bytes, the limit is: 65536 bytes";
+        assert_eq!(answer("11", oversize), "8");
+        assert_eq!(answer("11", &oversize.replace(' ', "%20")), "8");
+        // Any other OUT_OF_RANGE, and any other code, is left alone.
+        assert_eq!(answer("11", "iat out of range"), "11");
+        assert_eq!(answer("3", oversize), "3");
     }
 
     #[test]

@@ -260,7 +260,7 @@ pub mod vars {
         "WRAPPING_KMS_KEY_ID",
         "-",
         "a KMS key id or ARN",
-        "KMS key that unwraps a wrapped `SIGNING_KEY_FILE` (made by `token-service keys wrap`); default: the key named in the blob",
+        "KMS key that unwraps a wrapped `SIGNING_KEY_FILE` (made by `token-service keys wrap`); required with one: the key the blob names is never used unless it is this one",
     );
     /// `KEY_ROTATION_PERIOD`.
     pub const KEY_ROTATION_PERIOD: Variable = number(
@@ -292,7 +292,7 @@ pub mod vars {
         "DEFAULT_AUDIENCE",
         "-",
         "a comma-separated list",
-        "`aud` when a request names none",
+        "`aud` when a request names none (a request naming none without it is refused: every token has an `aud`)",
     );
     /// `ACCESS_TOKEN_TTL`.
     pub const ACCESS_TOKEN_TTL: Variable = number(
@@ -518,6 +518,35 @@ pub fn markdown_table() -> String {
     table
 }
 
+/// The repository's `.env.example`, rendered from [`VARIABLES`]: every variable, commented out
+/// at its default, under its description. The format is the one of systemd's
+/// `EnvironmentFile=`, docker's `--env-file` and dotenv loaders (`NAME=value` lines, `#`
+/// comments).
+pub fn env_example() -> String {
+    let mut text = String::from(
+        "# token-service configuration: every variable the server reads, commented out at its\n\
+         # default. Uncomment what you change; an unset variable takes its default.\n\
+         # Printed by `token-service config env`; a test keeps this file equal to it.\n\
+         # Secrets (REFRESH_TOKEN_PEPPER, DPOP_NONCE_KEY, a REDIS_URL with a password) belong\n\
+         # in a secret store or a file readable by the service alone, never in version control.\n",
+    );
+    for var in VARIABLES {
+        let default = var.default_text();
+        // Defaults that are not a value (`-`, `http://localhost:<PORT>`, "random") are left
+        // empty: the server then takes them itself.
+        let literal = default != "-" && !default.contains(' ') && !default.contains('<');
+        text.push_str(&format!(
+            "\n# {}\n# Accepts: {}. Default: {}\n#{}={}\n",
+            var.description,
+            var.accepts_text(),
+            default,
+            var.name,
+            if literal { default.as_str() } else { "" }
+        ));
+    }
+    text
+}
+
 /// The longest value any variable may have (8 KiB). Every variable holds a short setting, a
 /// path, a URL or a short list; a longer value is a mistake (or an attack through the
 /// environment) and stops start-up with an error naming the variable.
@@ -583,8 +612,8 @@ pub struct Config {
     pub key_source: KeySource,
     /// `KMS_ENDPOINT_URL`: a KMS endpoint override (the SDK also reads `AWS_ENDPOINT_URL_KMS`).
     pub kms_endpoint: Option<String>,
-    /// `WRAPPING_KMS_KEY_ID`: the KMS key that wraps a `SIGNING_KEY_FILE` blob (default: the
-    /// one named in the blob).
+    /// `WRAPPING_KMS_KEY_ID`: the KMS key that unwraps a `SIGNING_KEY_FILE` blob (required
+    /// with one).
     pub wrapping_key_id: Option<String>,
     /// `KEY_ROTATION_PERIOD` seconds: how long a key signs before the next one takes over.
     pub key_rotation_period: u64,
@@ -790,7 +819,13 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
 fn digest(var: &Variable, text: &str) -> Result<[u8; 32], ConfigError> {
     hex_decode(text.trim())
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| err(var, "each entry must be a SHA-256 digest: 64 hex digits"))
+        .ok_or_else(|| {
+            err(
+                var,
+                "each entry must be a SHA-256 digest: 64 hex digits; make a caller token with \
+                 `openssl rand -hex 32` and its digest with `printf %s \"$TOKEN\" | sha256sum`",
+            )
+        })
 }
 
 fn list(text: Option<&str>) -> Vec<String> {
@@ -1267,6 +1302,16 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_caller_digest_says_how_to_make_one() {
+        let e = cfg(&[("CALLER_TOKEN_SHA256", "not-a-digest")]).unwrap_err();
+        assert_eq!(e.var, "CALLER_TOKEN_SHA256");
+        assert!(
+            e.reason.contains("openssl rand -hex 32") && e.reason.contains("sha256sum"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn redis_needs_shared_secrets_and_says_how_to_make_them() {
         let e = cfg(&[("REDIS_URL", "redis://localhost")]).unwrap_err();
         assert_eq!(e.var, "REFRESH_TOKEN_PEPPER");
@@ -1339,6 +1384,26 @@ mod tests {
         .unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains(&key) && !dbg.contains("hunter2"), "{dbg}");
+    }
+
+    #[test]
+    fn the_env_example_is_current() {
+        // `.env.example` at the repository's root is `env_example()` exactly (regenerate it
+        // with `token-service config env > .env.example`).
+        let file = include_str!("../../../.env.example");
+        assert_eq!(
+            file,
+            env_example(),
+            ".env.example differs from the code's table; regenerate it with \
+             `cargo run -p token-server -- config env > .env.example`"
+        );
+        for var in VARIABLES {
+            assert!(
+                file.contains(&format!("\n#{}=", var.name)),
+                "{} is in .env.example",
+                var.name
+            );
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// A key (a key file's contents, a generated key) that token-jwt refuses.
-    #[error("{var}: {source}")]
+    #[error("{var}: {source}{}", key_hint(var))]
     Key {
         /// The variable the key comes from (`SIGNING_KEY_FILE`, `SIGNING_ALG`).
         var: &'static str,
@@ -82,4 +82,14 @@ pub enum StartError {
     /// In-flight requests did not finish within `SHUTDOWN_GRACE_SECONDS`.
     #[error("in-flight requests did not finish within SHUTDOWN_GRACE_SECONDS")]
     DrainTimeout,
+}
+
+/// What an error about the signing key file adds: how to make a good one.
+fn key_hint(var: &str) -> &'static str {
+    if var == crate::config::vars::SIGNING_KEY_FILE.name {
+        "; make an ES256 key with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+         -out signing-key.pem` (EdDSA: `openssl genpkey -algorithm ed25519 -out signing-key.pem`)"
+    } else {
+        ""
+    }
 }

@@ -16,7 +16,7 @@ use token_jwt::{
 };
 use token_kms::{KeyRing, Schedule};
 
-use crate::config::{Config, KeySource};
+use crate::config::{Config, ConfigError, KeySource};
 use crate::error::StartError;
 
 /// How long verifiers may cache the JWK Set (the `Cache-Control: max-age` of the document, and
@@ -239,14 +239,19 @@ async fn wrapped_signer(
     blob: &[u8],
     provider: &dyn CryptoProvider,
 ) -> Result<Arc<dyn AsyncJwsSigner>, StartError> {
+    // Only the KMS key the operator names may unwrap the signing key, never simply the one
+    // the file names: whoever can write the file must not choose which key decrypts it.
+    let Some(wrapping) = config.wrapping_key_id.clone() else {
+        return Err(StartError::Config(ConfigError::new(
+            "WRAPPING_KMS_KEY_ID",
+            "required with a wrapped SIGNING_KEY_FILE: name the KMS key that may unwrap it \
+             (the one `token-service keys wrap --kms-key-id` was given)",
+        )));
+    };
     let blob = token_kms::WrappedKeyBlob::from_json(blob).map_err(|source| StartError::Kms {
         var: "SIGNING_KEY_FILE",
         source,
     })?;
-    let wrapping = config
-        .wrapping_key_id
-        .clone()
-        .unwrap_or_else(|| blob.kms_key_id().to_owned());
     let client = kms_client(config).await?;
     let key = token_kms::WrappedKey::unwrap(&client, &blob, &wrapping, provider)
         .await

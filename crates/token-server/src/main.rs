@@ -85,6 +85,8 @@ usage: token-service                     run the server (configuration from the 
                                          the configuration in force (secrets redacted);
                                          exit 2 naming the variable on an error
        token-service config table        print every variable as a Markdown table
+       token-service config env          print every variable at its default, commented out,
+                                         as an environment file (the repository's .env.example)
        token-service keys wrap --kms-key-id ID [--alg ES256|EdDSA]
                                          generate a signing key, encrypt it with the KMS key ID,
                                          print the wrapped blob (JSON) for SIGNING_KEY_FILE
@@ -105,6 +107,10 @@ async fn command(args: &[String]) -> ExitCode {
     let (kms_key_id, alg) = match strs.as_slice() {
         ["config", "table"] => {
             print!("{}", token_server::config::markdown_table());
+            return ExitCode::SUCCESS;
+        }
+        ["config", "env"] => {
+            print!("{}", token_server::config::env_example());
             return ExitCode::SUCCESS;
         }
         ["config", "check"] => {

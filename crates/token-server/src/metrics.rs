@@ -7,8 +7,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Tokens issued, by `type` (`access`, `refresh`) and `alg` / `binding`.
 pub const TOKENS_ISSUED: &str = "token_service_tokens_issued_total";
-/// Refresh rotations by `outcome` (`rotated`, `grace`, `reuse`, `invalid`, `revoked`, `expired`,
-/// `dpop_mismatch`, `error`).
+/// Refresh rotations by `outcome` (`rotated`, `grace`, `reuse`, `revoked`, `expired`,
+/// `dpop_mismatch`, `client_mismatch`, `forged`, `unknown`, `malformed`, `narrowing_exceeded`,
+/// `invalid`, `error`): the reason a refused refresh does not tell on the wire.
 pub const ROTATIONS: &str = "token_service_rotations_total";
 /// Families revoked, by `reason`.
 pub const FAMILIES_REVOKED: &str = "token_service_families_revoked_total";

@@ -15,7 +15,7 @@ use token_proto::{
     IntrospectTokenResponse, RefreshTokensRequest, RevokeTokenRequest, RevokeTokenResponse,
     TokenResponse, ValidateDPoPRequest, ValidateDPoPResponse, revoke_token_request,
 };
-use token_refresh::{Family, FamilyId};
+use token_refresh::{Family, FamilyId, GrantDetails, RefreshToken};
 use tonic::{Request, Response, Status};
 
 use crate::clock::now;
@@ -338,6 +338,20 @@ impl TokenService for TokenServiceImpl {
             check_text("client_id", &r.client_id, true)?;
             check_list("audience", &r.audience)?;
             check_list("scopes", &r.scopes)?;
+            // RFC 9068 section 2.2: every access token names its audience.
+            let audience = if r.audience.is_empty() {
+                self.state.config.default_audience.clone()
+            } else {
+                r.audience.clone()
+            };
+            if audience.is_empty() {
+                return Err(status::with_oauth_error(
+                    Status::invalid_argument(
+                        "audience is required: the request names none and DEFAULT_AUDIENCE is unset",
+                    ),
+                    "invalid_target",
+                ));
+            }
             let custom = parse_additional_claims(&r.additional_claims_json)?;
             let ttl = self.ttl(r.access_token_ttl_seconds);
             let jkt = self.dpop_jkt(r.dpop.as_ref(), now).await?;
@@ -346,27 +360,40 @@ impl TokenService for TokenServiceImpl {
                     &r.subject,
                     &r.client_id,
                     jkt.as_deref(),
-                    &r.audience,
+                    &audience,
                     &r.scopes,
                     ttl,
                 )
                 .custom_claims(custom.clone());
             self.check_mintable(probe, now)?;
 
+            // The family keeps the whole grant: every refresh mints from it.
+            let details = GrantDetails {
+                audience,
+                claims_json: (!r.additional_claims_json.is_empty())
+                    .then(|| r.additional_claims_json.clone()),
+                access_ttl: (r.access_token_ttl_seconds != 0).then_some(r.access_token_ttl_seconds),
+            };
             let (refresh, family) = store_op(
                 "issue",
-                self.state
-                    .rotator
-                    .issue(&r.subject, &r.client_id, &r.scopes, jkt.as_deref(), now),
+                self.state.rotator.issue_with(
+                    &r.subject,
+                    &r.client_id,
+                    &r.scopes,
+                    jkt.as_deref(),
+                    &details,
+                    now,
+                ),
             )
             .await
             .map_err(|e| status::refresh(&e))?;
+            let ttl = capped_ttl(ttl, &family, now);
             tracing::Span::current().record("family_id", tracing::field::display(&family.id));
             metrics::counter!(m::TOKENS_ISSUED, "type" => "refresh", "alg" => "opaque")
                 .increment(1);
 
             let builder = self
-                .access_builder(&family, &r.audience, &family.scopes, ttl)
+                .access_builder(&family, &family.audience, &family.scopes, ttl)
                 .custom_claims(custom);
             let access_token = self.mint(builder, now).await?;
             Ok(Response::new(TokenResponse {
@@ -396,14 +423,47 @@ impl TokenService for TokenServiceImpl {
             if r.refresh_token.is_empty() {
                 return Err(invalid_request("refresh_token is required"));
             }
+            check_text("client_id", &r.client_id, true)?;
             check_list("scopes", &r.scopes)?;
+            check_list("audience", &r.audience)?;
+            // A token that cannot be one of ours is refused before the DPoP proof is checked,
+            // so such a request does not spend the proof's `jti`.
+            let presented = match RefreshToken::parse(&r.refresh_token) {
+                Ok(token) => token,
+                Err(e) => {
+                    metrics::counter!(m::ROTATIONS, "outcome" => rotation_outcome(&e)).increment(1);
+                    return Err(status::refresh(&e));
+                }
+            };
+            if self.state.config.default_audience.is_empty() && r.audience.is_empty() {
+                // A family stored before grants kept their audience has none, and without
+                // DEFAULT_AUDIENCE its next token would have no `aud`: refused before anything
+                // rotates (one read, only in this configuration).
+                let family = store_op("get", self.state.rotator.family(&presented.family_id()))
+                    .await
+                    .map_err(|e| status::refresh(&e))?;
+                if family.is_some_and(|f| f.audience.is_empty()) {
+                    return Err(status::with_oauth_error(
+                        Status::invalid_argument(
+                            "audience is required: the grant names none and DEFAULT_AUDIENCE is unset",
+                        ),
+                        "invalid_target",
+                    ));
+                }
+            }
             let jkt = self.dpop_jkt(r.dpop.as_ref(), now).await?;
             let requested = (!r.scopes.is_empty()).then_some(r.scopes.as_slice());
+            let requested_audience = (!r.audience.is_empty()).then_some(r.audience.as_slice());
             let outcome = match store_op(
                 "rotate",
-                self.state
-                    .rotator
-                    .refresh(&r.refresh_token, jkt.as_deref(), requested, now),
+                self.state.rotator.refresh(
+                    &r.refresh_token,
+                    &r.client_id,
+                    jkt.as_deref(),
+                    requested,
+                    requested_audience,
+                    now,
+                ),
             )
             .await
             {
@@ -421,8 +481,26 @@ impl TokenService for TokenServiceImpl {
             tracing::Span::current().record("family_id", tracing::field::display(&family.id));
             metrics::counter!(m::ROTATIONS, "outcome" => if outcome.is_grace_retry { "grace" } else { "rotated" })
                 .increment(1);
-            let ttl = self.state.config.access_token_ttl;
-            let builder = self.access_builder(family, &[], &outcome.scopes, ttl);
+            // Minted from the stored grant, narrowed as the request asked.
+            let ttl = capped_ttl(self.ttl(family.access_ttl.unwrap_or(0)), family, now);
+            let custom = parse_additional_claims(family.claims_json.as_deref().unwrap_or(""))
+                .map_err(|_| Status::internal("the stored grant's claims do not decode"))?;
+            // A requested audience counts each entry once, as at issue.
+            let audience = match requested_audience {
+                Some(requested) => {
+                    let mut unique: Vec<String> = Vec::with_capacity(requested.len());
+                    for a in requested {
+                        if !unique.contains(a) {
+                            unique.push(a.clone());
+                        }
+                    }
+                    unique
+                }
+                None => family.audience.clone(),
+            };
+            let builder = self
+                .access_builder(family, &audience, &outcome.scopes, ttl)
+                .custom_claims(custom);
             let access_token = self.mint(builder, now).await?;
             Ok(Response::new(TokenResponse {
                 access_token,
@@ -452,11 +530,15 @@ impl TokenService for TokenServiceImpl {
             let rotator = &self.state.rotator;
             let (count, reason) = match r.target {
                 Some(revoke_token_request::Target::RefreshToken(t)) if !t.is_empty() => {
-                    let outcome = rotator
-                        .revoke_token(&t, now)
-                        .await
-                        .map_err(|e| status::refresh(&e))?;
-                    (revoked_count(&outcome)?, "token")
+                    check_text("client_id", &r.client_id, true)?;
+                    // RFC 7009 section 2.1: a malformed, unknown or forged token, and one of
+                    // another client's family, are answered alike and revoke nothing.
+                    let count = match rotator.revoke_token(&t, &r.client_id, now).await {
+                        Ok(outcome) => revoked_count(&outcome),
+                        Err(e) if e.is_format_error() => 0,
+                        Err(e) => return Err(status::refresh(&e)),
+                    };
+                    (count, "token")
                 }
                 Some(revoke_token_request::Target::FamilyId(id)) if !id.is_empty() => {
                     let id = FamilyId::parse(&id)
@@ -465,7 +547,7 @@ impl TokenService for TokenServiceImpl {
                         .revoke_family(&id, now)
                         .await
                         .map_err(|e| status::refresh(&e))?;
-                    (revoked_count(&outcome)?, "family")
+                    (revoked_count(&outcome), "family")
                 }
                 Some(revoke_token_request::Target::Subject(s)) if !s.is_empty() => {
                     check_text("subject", &s, true)?;
@@ -606,19 +688,22 @@ impl TokenService for TokenServiceImpl {
     }
 }
 
-fn revoked_count(outcome: &token_refresh::RevokeOutcome) -> Result<u32, Status> {
-    use token_refresh::RevokeOutcome;
+/// How many families a revocation revoked: 1 or 0, whatever the reason for 0 (already
+/// revoked, unknown, forged, another client's), so the answer tells nothing more.
+fn revoked_count(outcome: &token_refresh::RevokeOutcome) -> u32 {
     match outcome {
-        RevokeOutcome::Revoked(_) => Ok(1),
-        RevokeOutcome::AlreadyRevoked | RevokeOutcome::NotFound => Ok(0),
-        RevokeOutcome::Forged => Err(status::with_oauth_error(
-            Status::invalid_argument("the refresh token is not valid"),
-            "invalid_request",
-        )),
-        _ => Ok(0),
+        token_refresh::RevokeOutcome::Revoked(_) => 1,
+        _ => 0,
     }
 }
 
+/// The access-token lifetime `ttl`, capped so the token never outlives its family.
+fn capped_ttl(ttl: u64, family: &Family, now: i64) -> u64 {
+    let left = u64::try_from(family.absolute_expires_at.saturating_sub(now)).unwrap_or(0);
+    ttl.min(left)
+}
+
+/// The `outcome` label of a refused rotation: the reason the wire does not tell.
 fn rotation_outcome(e: &token_refresh::Error) -> &'static str {
     use token_refresh::Error as E;
     match e {
@@ -626,6 +711,11 @@ fn rotation_outcome(e: &token_refresh::Error) -> &'static str {
         E::Revoked => "revoked",
         E::Expired => "expired",
         E::DpopKeyMismatch | E::DpopProofRequired => "dpop_mismatch",
+        E::ClientMismatch => "client_mismatch",
+        E::ForgedToken => "forged",
+        E::UnknownFamily => "unknown",
+        E::ScopeExceeded | E::AudienceExceeded => "narrowing_exceeded",
+        e if e.is_format_error() => "malformed",
         E::Store { .. } => "error",
         _ => "invalid",
     }

@@ -16,6 +16,10 @@ use crate::config::{Config, ConfigError, StoreConfig};
 use crate::error::StartError;
 use crate::keys::Keys;
 
+/// How far apart the clocks of this service and of the verifiers of its tokens may be, in
+/// seconds: added to how long revocations stay listed.
+pub const CLOCK_SKEW_MARGIN_SECS: u64 = 60;
+
 /// Everything a request handler needs.
 #[derive(Debug)]
 pub struct AppState {
@@ -81,13 +85,21 @@ impl AppState {
                 })?
             }
         };
+        // A revoked family stays listed until its last access token is refused by every
+        // verifier: its lifetime, plus the leeway verifiers grant on `exp`, plus a margin
+        // for clocks that disagree between this service and the verifiers.
+        let policy = Policy::builder().issuer(config.issuer.clone()).build();
+        let listed_for = config
+            .access_token_ttl
+            .saturating_add(policy.leeway)
+            .saturating_add(CLOCK_SKEW_MARGIN_SECS);
         let secs = std::time::Duration::from_secs;
         let rotator_config = RotatorConfig::builder()
             .family_lifetime(secs(config.family_lifetime))
             .idle_ttl(secs(config.refresh_token_ttl))
             .grace_window(secs(config.grace_seconds))
             .grace_max_uses(config.grace_max_uses)
-            .max_access_token_lifetime(secs(config.access_token_ttl))
+            .max_access_token_lifetime(secs(listed_for))
             .build()
             .map_err(|e| ConfigError::new("REFRESH_TOKEN_TTL", e.to_string()))?;
         let rotator = Rotator::new(store, pepper, rotator_config);
@@ -112,7 +124,6 @@ impl AppState {
         }
         let dpop = Validator::new(dpop_config.build(), replay);
 
-        let policy = Policy::builder().issuer(config.issuer.clone()).build();
         Ok(AppState {
             config,
             keys,

@@ -41,13 +41,23 @@ pub fn dpop(e: &token_dpop::Error) -> Status {
     status
 }
 
+/// The one description of every `invalid_grant`: unknown, forged, malformed, reused,
+/// revoked, expired, another client's or DPoP-mismatched tokens all read alike on the wire,
+/// so a front end that forwards errors is no oracle. The reason is in the logs and in the
+/// `outcome` label of the rotation metric.
+pub const INVALID_GRANT: &str =
+    "the refresh token is invalid, expired or revoked, or was issued to another client";
+
 /// A refresh-token failure.
 pub fn refresh(e: &token_refresh::Error) -> Status {
     use token_refresh::OAuthError;
     let code = e.oauth_error();
     let status = match code {
-        OAuthError::InvalidGrant => Status::unauthenticated(e.to_string()),
-        OAuthError::InvalidScope | OAuthError::InvalidRequest => {
+        OAuthError::InvalidGrant => {
+            tracing::info!(reason = %e, "refresh token refused");
+            Status::unauthenticated(INVALID_GRANT)
+        }
+        OAuthError::InvalidScope | OAuthError::InvalidTarget | OAuthError::InvalidRequest => {
             Status::invalid_argument(e.to_string())
         }
         OAuthError::TemporarilyUnavailable => {

@@ -1,4 +1,5 @@
-//! Adversarial suite: attacks on the real gRPC API of an in-process server (in-memory store).
+//! Adversarial suite: attacks on the real gRPC API of an in-process server (in-memory store;
+//! Redis and a Redis Cluster where the grant's storage is the point).
 //! Every case asserts the exact gRPC status code, the exact `oauth-error` trailing metadata and
 //! the exact message (for `ValidateDPoP`, which answers OK with `valid: false`, the exact
 //! `error` and `error_description`), and then that nothing was issued or changed: no family
@@ -23,6 +24,7 @@
 //! | refresh-token forgery | wrong checksum, spliced family, unknown family, truncated, other prefix, oversized, an access token; forged revocation; scope escalation |
 //! | DPoP-bound refresh | no proof, another key's proof, a replayed proof, a rotated token without the key |
 //! | `additional_claims_json` | registered and reserved claims, escaped names, non-objects, duplicates; scope smuggling; TTL stretching |
+//! | grant integrity | a refresh mints the whole grant (audience, custom claims, lifetime) in memory, on Redis and on a Redis Cluster, across instances and whatever their defaults; narrowing for one token, never widening; another client's refresh, grace retry or revocation; one answer for every refused refresh token, and for every unusable token revoked; no audience; proofs not spent by early refusals; access tokens outliving their family; how long revocations stay listed |
 
 #![allow(
     clippy::unwrap_used,
@@ -44,6 +46,7 @@ use token_proto::{
     RevokeTokenRequest, TokenResponse, ValidateDPoPRequest, ValidateDPoPResponse,
     revoke_token_request::Target,
 };
+use token_testkit::{RedisCluster, RedisServer};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Code, Request, Response, Status};
 
@@ -204,6 +207,7 @@ fn generate_with(subject: &str, proof: String) -> GenerateTokensRequest {
 
 fn refresh(token: &str, proof: Option<String>) -> RefreshTokensRequest {
     RefreshTokensRequest {
+        client_id: "web".into(),
         refresh_token: token.into(),
         dpop: proof.map(post),
         ..Default::default()
@@ -260,9 +264,16 @@ impl Refusal {
         )
     }
 
-    /// `UNAUTHENTICATED`, `invalid_grant`.
-    fn grant(message: impl Into<String>) -> Self {
-        Refusal(Code::Unauthenticated, "invalid_grant", message.into())
+    /// `UNAUTHENTICATED`, `invalid_grant`, refused because `why`. The wire does not tell
+    /// why: every `invalid_grant` carries the one description
+    /// [`token_server::status::INVALID_GRANT`], so a front end forwarding it is no oracle.
+    fn grant(why: &str) -> Self {
+        assert!(!why.is_empty(), "say why the grant is refused");
+        Refusal(
+            Code::Unauthenticated,
+            "invalid_grant",
+            token_server::status::INVALID_GRANT.to_owned(),
+        )
     }
 
     /// `UNAUTHENTICATED`, `invalid_dpop_proof`, for a proof that is not a JWS.
@@ -366,6 +377,7 @@ async fn revoke(h: &mut Harness, target: Target) -> Result<Response<u32>, Status
     let r = h
         .client
         .revoke_token(authed(RevokeTokenRequest {
+            client_id: "web".into(),
             target: Some(target),
             reason: "test".into(),
         }))
@@ -400,8 +412,82 @@ async fn assert_intact(h: &mut Harness, tokens: &TokenResponse, holder: Option<&
         .expect("the original refresh token still rotates")
         .into_inner();
     assert_eq!(rotated.family_id, tokens.family_id);
-    let again = h.refresh(&tokens.refresh_token, proof()).await;
-    Refusal::grant("refresh token reuse detected; the family has been revoked").assert(again);
+    let reuse = "refresh token reuse detected; the family has been revoked";
+    assert_grant_refused(h, refresh(&tokens.refresh_token, proof()), reuse).await;
+}
+
+/// The rotation metric's count of each outcome: the one place a refused refresh's reason
+/// shows (the wire does not tell it). Tests of this process run at once and count too, so
+/// a refusal is checked as at least one more of its outcome.
+struct Rotations(Vec<(&'static str, f64)>);
+
+/// The `outcome`s of refused refreshes that are `invalid_grant`.
+const GRANT_OUTCOMES: [&str; 8] = [
+    "unknown",
+    "forged",
+    "malformed",
+    "reuse",
+    "revoked",
+    "expired",
+    "client_mismatch",
+    "dpop_mismatch",
+];
+
+/// The `outcome` label of a refusal for `why` (token-refresh's text for the reason).
+fn outcome_of(why: &str) -> &'static str {
+    let has = |part: &str| why.contains(part);
+    if has("reuse") {
+        "reuse"
+    } else if has("another client") {
+        "client_mismatch"
+    } else if has("DPoP") {
+        "dpop_mismatch"
+    } else if has("matches no token") {
+        "forged"
+    } else if has("unknown") {
+        "unknown"
+    } else if has("malformed") || has("checksum") || has("exceeds the limit") {
+        "malformed"
+    } else if has("revoked") {
+        "revoked"
+    } else if has("expired") {
+        "expired"
+    } else {
+        panic!("no rotation outcome for {why:?}")
+    }
+}
+
+impl Rotations {
+    async fn read(h: &Harness) -> Self {
+        let mut counts = Vec::new();
+        for outcome in GRANT_OUTCOMES {
+            counts.push((
+                outcome,
+                counter(h, token_server::metrics::ROTATIONS, outcome).await,
+            ));
+        }
+        Rotations(counts)
+    }
+
+    /// Between `self` and `now`, refreshes were refused as `outcome` at least `n` times.
+    #[track_caller]
+    fn assert_counted(&self, now: &Rotations, outcome: &str, n: usize) {
+        let count = |r: &Rotations| r.0.iter().find(|(o, _)| *o == outcome).unwrap().1;
+        let (was, is) = (count(self), count(now));
+        assert!(
+            is >= was + n as f64,
+            "{outcome}: {was} -> {is}, expected at least {n} more"
+        );
+    }
+}
+
+/// RefreshTokens with `req` is refused as `invalid_grant`, with the one description every
+/// such refusal has, and counted in the rotation metric as refused for `why`.
+async fn assert_grant_refused(h: &mut Harness, req: RefreshTokensRequest, why: &str) {
+    let before = Rotations::read(h).await;
+    let r = h.client.refresh_tokens(authed(req)).await;
+    Refusal::grant(why).assert(r);
+    before.assert_counted(&Rotations::read(h).await, outcome_of(why), 1);
 }
 
 /// GenerateTokens with this proof is refused as `invalid_dpop_proof` with `description`, and
@@ -1602,14 +1688,19 @@ async fn oversized_or_deeply_nested_additional_claims_are_refused() {
 }
 
 #[tokio::test]
-async fn message_over_the_request_limit_is_out_of_range() {
+async fn message_over_the_request_limit_is_resource_exhausted() {
     let mut h = harness(&[]).await;
     let subject = fresh_subject();
     let mut req = generate(&subject);
     req.additional_claims_json = format!(r#"{{"pad":"{}"}}"#, "x".repeat(70_000));
     let e = h.generate(req).await.unwrap_err();
-    // tonic refuses the message before the service sees it: no oauth-error.
-    assert_eq!((e.code(), oauth_error(&e)), (Code::OutOfRange, ""), "{e:?}");
+    // tonic refuses the message before the service sees it: no oauth-error; the code is
+    // gRPC's for a message over the receiver's limit (tonic's own OUT_OF_RANGE is rewritten).
+    assert_eq!(
+        (e.code(), oauth_error(&e)),
+        (Code::ResourceExhausted, ""),
+        "{e:?}"
+    );
     assert_no_family(&mut h, &subject).await;
 }
 
@@ -1795,8 +1886,8 @@ async fn control_characters_in_refresh_fields_are_refused() {
     // A NUL in place of a character of the token (same length).
     let mut nul = tokens.refresh_token.clone();
     nul.replace_range(40..41, "\0");
-    let r = h.refresh(&nul, Some(holder.honest())).await;
-    Refusal::grant("malformed refresh token: secret is not base64url").assert(r);
+    let why = "malformed refresh token: secret is not base64url";
+    assert_grant_refused(&mut h, refresh(&nul, Some(holder.honest())), why).await;
     assert_intact(&mut h, &tokens, Some(&holder)).await;
 }
 
@@ -1807,11 +1898,16 @@ async fn control_characters_in_revoke_fields_are_refused() {
     let victim = h.generate(generate(subject)).await.unwrap().into_inner();
     for c in CONTROLS {
         let family_id = format!("{}{c}", tokens.family_id);
+        // RFC 7009 section 2.1: an unusable refresh token is answered like any other, with
+        // nothing revoked (the family is checked intact below).
+        let answer = revoke(
+            &mut h,
+            Target::RefreshToken(format!("{}{c}", tokens.refresh_token)),
+        )
+        .await
+        .expect("a malformed refresh token is answered OK");
+        assert_eq!(answer.into_inner(), 0);
         let cases = [
-            (
-                Target::RefreshToken(format!("{}{c}", tokens.refresh_token)),
-                Refusal::wrong_length(),
-            ),
             (
                 Target::Subject(format!("{subject}{c}")),
                 Refusal::text("subject"),
@@ -1831,6 +1927,7 @@ async fn control_characters_in_revoke_fields_are_refused() {
         let r = h
             .client
             .revoke_token(authed(RevokeTokenRequest {
+                client_id: "web".into(),
                 target: Some(Target::FamilyId(tokens.family_id.clone())),
                 reason: format!("logout{c}"),
             }))
@@ -1920,10 +2017,9 @@ fn segments(token: &str) -> (&str, &str) {
     (&token[4..26], &token[27..70])
 }
 
-/// RefreshTokens with `token` is refused as `invalid_grant` with `message`.
-async fn assert_refresh_refused(h: &mut Harness, token: &str, message: &str) {
-    let r = h.refresh(token, None).await;
-    Refusal::grant(message).assert(r);
+/// RefreshTokens with `token` is refused as `invalid_grant`, for the reason `why`.
+async fn assert_refresh_refused(h: &mut Harness, token: &str, why: &str) {
+    assert_grant_refused(h, refresh(token, None), why).await;
 }
 
 #[tokio::test]
@@ -1961,8 +2057,11 @@ async fn refresh_token_spliced_into_another_family_is_refused_and_both_families_
         "refresh token matches no token of its family",
     )
     .await;
-    Refusal::request("the refresh token is not valid")
-        .assert(revoke(&mut h, Target::RefreshToken(spliced)).await);
+    // RFC 7009 section 2.1: answered like any token, and nothing is revoked.
+    let answer = revoke(&mut h, Target::RefreshToken(spliced))
+        .await
+        .expect("a forged refresh token is answered OK");
+    assert_eq!(answer.into_inner(), 0);
     assert_intact(&mut h, &a, None).await;
     assert_intact(&mut h, &b, None).await;
 }
@@ -2079,9 +2178,9 @@ async fn dpop_bound_refresh_with_another_keys_proof_is_refused_and_the_family_is
         Holder::new(Algorithm::EdDSA),
         Holder::new(Algorithm::ES384),
     ] {
-        let r = h.refresh(&tokens.refresh_token, Some(thief.honest())).await;
-        Refusal::grant("the DPoP key does not match the key the refresh token is bound to")
-            .assert(r);
+        let req = refresh(&tokens.refresh_token, Some(thief.honest()));
+        let why = "the DPoP key does not match the key the refresh token is bound to";
+        assert_grant_refused(&mut h, req, why).await;
     }
     assert_intact(&mut h, &tokens, Some(&holder)).await;
 }
@@ -2126,10 +2225,9 @@ async fn rotated_token_of_a_bound_family_cannot_revoke_it_without_the_key() {
         "the refresh token is DPoP-bound and no DPoP proof was presented",
     )
     .await;
-    let r = h
-        .refresh(&tokens.refresh_token, Some(Holder::es256().honest()))
-        .await;
-    Refusal::grant("the DPoP key does not match the key the refresh token is bound to").assert(r);
+    let req = refresh(&tokens.refresh_token, Some(Holder::es256().honest()));
+    let why = "the DPoP key does not match the key the refresh token is bound to";
+    assert_grant_refused(&mut h, req, why).await;
     assert_intact(&mut h, &current, Some(&holder)).await;
 }
 
@@ -2252,4 +2350,1121 @@ async fn requested_ttl_beyond_the_cap_is_capped() {
         claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
         900
     );
+}
+
+// ---- grant integrity ---------------------------------------------------------------------------
+
+/// The audiences of the grants below.
+const PAYMENTS: &str = "https://payments.example";
+const LEDGER: &str = "https://ledger.example";
+/// The custom claims of [`grant`]: `tenant`, and values that a store decoding the text as JSON
+/// would rewrite (a number beyond a double's precision, an empty array, an escaped `/`).
+const GRANT_CLAIMS: &str = r#"{"tenant":"t-42","n":12345678901234567890,"e":[],"p":"a\/b"}"#;
+/// `REFRESH_TOKEN_PEPPER` of the Redis-backed servers.
+const PEPPER: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// A grant of `read write` to client `web` for [`PAYMENTS`], with [`GRANT_CLAIMS`] and a
+/// 120 s access-token lifetime.
+fn grant(subject: &str) -> GenerateTokensRequest {
+    GenerateTokensRequest {
+        audience: vec![PAYMENTS.into()],
+        additional_claims_json: GRANT_CLAIMS.into(),
+        access_token_ttl_seconds: 120,
+        ..generate(subject)
+    }
+}
+
+/// A RefreshTokens request without a proof, presented by `client_id`.
+fn refresh_as(token: &str, client_id: &str) -> RefreshTokensRequest {
+    RefreshTokensRequest {
+        client_id: client_id.into(),
+        ..refresh(token, None)
+    }
+}
+
+/// The payload of a compact JWS, decoded (base64url, JSON) without verifying it.
+fn payload(jwt: &str) -> Value {
+    let part = jwt.split('.').nth(1).expect("a compact JWS has a payload");
+    serde_json::from_slice(&token_jwt::base64url::decode(part).unwrap()).unwrap()
+}
+
+/// `aud`, whether the token carries it as a string (one audience) or an array.
+fn audiences(claims: &Value) -> Vec<String> {
+    match &claims["aud"] {
+        Value::String(one) => vec![one.clone()],
+        Value::Array(many) => many
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect(),
+        other => panic!("aud is {other}: {claims}"),
+    }
+}
+
+/// `exp - iat` of decoded claims.
+fn lifetime(claims: &Value) -> i64 {
+    claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap()
+}
+
+/// Status code, `oauth-error` and message: what a refusal tells the caller.
+fn answer(e: &Status) -> (Code, String, String) {
+    (e.code(), oauth_error(e).to_owned(), e.message().to_owned())
+}
+
+/// The one answer of every refused refresh token.
+fn invalid_grant() -> (Code, String, String) {
+    (
+        Code::Unauthenticated,
+        "invalid_grant".to_owned(),
+        token_server::status::INVALID_GRANT.to_owned(),
+    )
+}
+
+/// The metadata names of a status (their values, such as `date`, may differ).
+fn metadata_names(e: &Status) -> Vec<String> {
+    let mut names: Vec<String> = e
+        .metadata()
+        .keys()
+        .map(|k| match k {
+            tonic::metadata::KeyRef::Ascii(k) => k.as_str().to_owned(),
+            tonic::metadata::KeyRef::Binary(k) => k.as_str().to_owned(),
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// `INVALID_ARGUMENT`, `invalid_scope`: a refresh asked for more scopes than granted.
+fn scope_exceeded() -> Refusal {
+    let message = "requested scope exceeds the granted scope";
+    Refusal(Code::InvalidArgument, "invalid_scope", message.into())
+}
+
+/// `INVALID_ARGUMENT`, `invalid_target`: a refresh asked for more audiences than granted.
+fn audience_exceeded() -> Refusal {
+    let message = "requested audience exceeds the granted audience";
+    Refusal(Code::InvalidArgument, "invalid_target", message.into())
+}
+
+impl Harness {
+    async fn refresh_with(
+        &mut self,
+        req: RefreshTokensRequest,
+    ) -> Result<Response<TokenResponse>, Status> {
+        self.client.refresh_tokens(authed(req)).await
+    }
+
+    /// RefreshTokens as `web`, which must succeed.
+    async fn rotate(&mut self, token: &str) -> TokenResponse {
+        self.refresh_with(refresh_as(token, "web"))
+            .await
+            .expect("the rightful client rotates its token")
+            .into_inner()
+    }
+
+    /// RevokeToken by refresh token, presented by `client_id`.
+    async fn revoke_as(&mut self, token: &str, client_id: &str) -> Result<Response<u32>, Status> {
+        let r = self
+            .client
+            .revoke_token(authed(RevokeTokenRequest {
+                client_id: client_id.into(),
+                target: Some(Target::RefreshToken(token.into())),
+                reason: "test".into(),
+            }))
+            .await?;
+        Ok(r.map(|r| r.families_revoked))
+    }
+}
+
+/// The access token of `tokens` is one of [`grant`]'s family (client `web`, [`GRANT_CLAIMS`],
+/// `sid` the family), narrowed to `audience` and `scope`, living `ttl` seconds as
+/// `expires_in` says; it is active, and the server verifies exactly the claims decoded here.
+async fn assert_minted_from_grant(
+    h: &mut Harness,
+    tokens: &TokenResponse,
+    audience: &[&str],
+    scope: &str,
+    ttl: i64,
+) -> Value {
+    let c = payload(&tokens.access_token);
+    assert_eq!(audiences(&c), audience, "{c}");
+    assert_eq!(c["tenant"], "t-42", "{c}");
+    assert_eq!(c["n"], json!(12_345_678_901_234_567_890_u64), "{c}");
+    assert_eq!(c["e"], json!([]), "{c}");
+    assert_eq!(c["p"], "a/b", "{c}");
+    assert_eq!(c["scope"], scope, "{c}");
+    assert_eq!(c["client_id"], "web", "{c}");
+    assert_eq!(c["sid"], tokens.family_id.as_str(), "{c}");
+    assert_eq!(c["iss"], ISSUER, "{c}");
+    assert_eq!(lifetime(&c), ttl, "{c}");
+    assert_eq!(tokens.expires_in, ttl);
+    let verified = introspect(h, &tokens.access_token).await;
+    assert_eq!(
+        verified.as_ref(),
+        Some(&c),
+        "the server verifies what was decoded"
+    );
+    c
+}
+
+/// Issues [`grant`] at the first instance and refreshes it twice, each time at the next
+/// instance: every access token carries the whole grant, for the same subject, client and
+/// family; the last refresh token is then the family's only usable one.
+async fn assert_grant_round_trip(instances: &mut [Harness]) {
+    let subject = fresh_subject();
+    let n = instances.len();
+    let first = instances[0]
+        .generate(grant(&subject))
+        .await
+        .unwrap()
+        .into_inner();
+    let c0 =
+        assert_minted_from_grant(&mut instances[0], &first, &[PAYMENTS], "read write", 120).await;
+    assert_eq!(c0["sub"], subject.as_str());
+    let mut current = first.clone();
+    for i in 1..=2 {
+        let h = &mut instances[i % n];
+        let next = h.rotate(&current.refresh_token).await;
+        assert_eq!(next.family_id, first.family_id);
+        assert_eq!(next.scopes, ["read", "write"]);
+        assert_eq!(next.token_type, "Bearer");
+        let c = assert_minted_from_grant(h, &next, &[PAYMENTS], "read write", 120).await;
+        for name in ["sub", "client_id", "sid", "aud", "tenant"] {
+            assert_eq!(c[name], c0[name], "{name}");
+        }
+        assert_ne!(c["jti"], c0["jti"]);
+        current = next;
+    }
+    assert_intact(&mut instances[0], &current, None).await;
+}
+
+#[tokio::test]
+async fn refresh_mints_the_whole_grant_in_memory() {
+    let mut h = harness(&[]).await;
+    assert_grant_round_trip(std::slice::from_mut(&mut h)).await;
+    h.server.shutdown().await.unwrap();
+}
+
+/// Two instances sharing `url`'s store and a signing key (so each verifies the other's
+/// tokens), with `extra` on top.
+async fn two_instances(url: &str, extra: &[(&str, &str)]) -> [Harness; 2] {
+    let key = common::signing_key_file(&format!("grant-{}", random_id().unwrap()));
+    let key_path = key.to_string_lossy().into_owned();
+    let mut vars = vec![
+        ("REDIS_URL", url),
+        ("REFRESH_TOKEN_PEPPER", PEPPER),
+        ("SIGNING_KEY_FILE", key_path.as_str()),
+    ];
+    vars.extend_from_slice(extra);
+    let a = harness(&vars).await;
+    let b = harness(&vars).await;
+    std::fs::remove_file(&key).unwrap();
+    [a, b]
+}
+
+#[tokio::test]
+async fn refresh_mints_the_whole_grant_on_redis_across_instances() {
+    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let mut instances = two_instances(&redis.url(), &[]).await;
+    assert_grant_round_trip(&mut instances).await;
+    for h in instances {
+        h.server.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn refresh_mints_the_whole_grant_on_a_redis_cluster_across_instances() {
+    let cluster = RedisCluster::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = cluster.url();
+    assert!(url.starts_with("redis-cluster://"), "{url}");
+    let mut instances = two_instances(&url, &[]).await;
+    assert_grant_round_trip(&mut instances).await;
+    for h in instances {
+        h.server.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_grant_is_fixed_at_issue_whatever_the_defaults_of_the_instance_that_refreshes() {
+    // The family keeps the audience the server defaulted to at issue and the lifetime the
+    // request asked for; an instance with other defaults refreshes it as it was granted, the
+    // cap in force there (ACCESS_TOKEN_TTL) applying to the lifetime.
+    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = redis.url();
+    let store = [
+        ("REDIS_URL", url.as_str()),
+        ("REFRESH_TOKEN_PEPPER", PEPPER),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut vars = store.to_vec();
+        vars.extend_from_slice(extra);
+        vars
+    };
+    let mut old = harness(&with(&[("DEFAULT_AUDIENCE", "https://old.example")])).await;
+    let defaulted = old
+        .generate(GenerateTokensRequest {
+            audience: vec![],
+            access_token_ttl_seconds: 0,
+            ..grant(&fresh_subject())
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let asked = old
+        .generate(grant(&fresh_subject()))
+        .await
+        .unwrap()
+        .into_inner();
+    let c = payload(&defaulted.access_token);
+    assert_eq!(
+        (audiences(&c), lifetime(&c)),
+        (vec!["https://old.example".to_owned()], 900)
+    );
+    old.server.shutdown().await.unwrap();
+
+    let mut new = harness(&with(&[
+        ("DEFAULT_AUDIENCE", "https://new.example"),
+        ("ACCESS_TOKEN_TTL", "60"),
+    ]))
+    .await;
+    let d1 = new.rotate(&defaulted.refresh_token).await;
+    let c = payload(&d1.access_token);
+    assert_eq!(audiences(&c), ["https://old.example"], "{c}");
+    assert_eq!((lifetime(&c), d1.expires_in), (60, 60), "{c}");
+    assert_eq!(c["tenant"], "t-42");
+    let a1 = new.rotate(&asked.refresh_token).await;
+    let c = payload(&a1.access_token);
+    assert_eq!(audiences(&c), [PAYMENTS], "{c}");
+    assert_eq!((lifetime(&c), a1.expires_in), (60, 60), "capped: {c}");
+    // The new default is no audience of the old family.
+    let r = new
+        .refresh_with(RefreshTokensRequest {
+            audience: vec!["https://new.example".into()],
+            ..refresh_as(&d1.refresh_token, "web")
+        })
+        .await;
+    audience_exceeded().assert(r);
+    new.server.shutdown().await.unwrap();
+
+    // Under a higher cap, the lifetime asked for at issue is back (it was kept, not the
+    // capped one).
+    let mut h = harness(&with(&[("ACCESS_TOKEN_TTL", "900")])).await;
+    let a2 = h.rotate(&a1.refresh_token).await;
+    assert_minted_from_grant(&mut h, &a2, &[PAYMENTS], "read write", 120).await;
+    let d2 = h.rotate(&d1.refresh_token).await;
+    let c = payload(&d2.access_token);
+    assert_eq!(audiences(&c), ["https://old.example"], "{c}");
+    assert_eq!((lifetime(&c), d2.expires_in), (900, 900), "{c}");
+    h.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_without_an_audience_gets_the_default_one_and_keeps_it() {
+    let mut h = harness(&[]).await;
+    let tokens = h
+        .generate(GenerateTokensRequest {
+            audience: vec![],
+            ..generate(&fresh_subject())
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let next = h.rotate(&tokens.refresh_token).await;
+    for t in [&tokens, &next] {
+        let c = payload(&t.access_token);
+        assert_eq!(audiences(&c), ["https://api.example"], "{c}");
+        assert_eq!(c.get("tenant"), None, "{c}");
+        assert_eq!(lifetime(&c), 900, "{c}");
+    }
+    assert_intact(&mut h, &next, None).await;
+}
+
+/// A refresh narrows scopes and audience for one token, never widens them, and a refused
+/// narrowing leaves the family untouched.
+async fn assert_narrowing_only(mut h: Harness) {
+    let both = [PAYMENTS, LEDGER];
+    let first = h
+        .generate(GenerateTokensRequest {
+            audience: vec![PAYMENTS.into(), LEDGER.into()],
+            ..grant(&fresh_subject())
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_minted_from_grant(&mut h, &first, &both, "read write", 120).await;
+    let narrowed = |token: &str, scopes: &[&str], audience: &[&str]| RefreshTokensRequest {
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        audience: audience.iter().map(|a| (*a).to_owned()).collect(),
+        ..refresh_as(token, "web")
+    };
+
+    // Scopes narrowed for this token; the next refresh without any gets the whole grant.
+    let read = h
+        .refresh_with(narrowed(&first.refresh_token, &["read"], &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read.scopes, ["read"]);
+    assert_minted_from_grant(&mut h, &read, &both, "read", 120).await;
+    let whole = h.rotate(&read.refresh_token).await;
+    assert_eq!(whole.scopes, ["read", "write"]);
+    assert_minted_from_grant(&mut h, &whole, &both, "read write", 120).await;
+
+    // The audience likewise, alone or with the scopes (a repeated scope counts once).
+    let ledger = h
+        .refresh_with(narrowed(&whole.refresh_token, &[], &[LEDGER]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_minted_from_grant(&mut h, &ledger, &[LEDGER], "read write", 120).await;
+    let narrow = h
+        .refresh_with(narrowed(
+            &ledger.refresh_token,
+            &["write", "write"],
+            &[PAYMENTS],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(narrow.scopes, ["write"]);
+    assert_minted_from_grant(&mut h, &narrow, &[PAYMENTS], "write", 120).await;
+    let current = h.rotate(&narrow.refresh_token).await;
+    assert_minted_from_grant(&mut h, &current, &both, "read write", 120).await;
+
+    // Wider than the grant, in any way: refused, and the family is untouched.
+    let cases = [
+        (vec!["admin"], vec![], scope_exceeded()),
+        (vec!["read", "admin"], vec![], scope_exceeded()),
+        (vec!["READ"], vec![], scope_exceeded()),
+        (vec!["admin"], vec![LEDGER], scope_exceeded()),
+        (vec![], vec!["https://evil.example"], audience_exceeded()),
+        (
+            vec![],
+            vec![PAYMENTS, "https://evil.example"],
+            audience_exceeded(),
+        ),
+        (
+            vec![],
+            vec!["https://payments.example/"],
+            audience_exceeded(),
+        ),
+        (
+            vec![],
+            vec!["HTTPS://PAYMENTS.EXAMPLE"],
+            audience_exceeded(),
+        ),
+        // The server's default audience is no part of a grant that named its own.
+        (vec![], vec!["https://api.example"], audience_exceeded()),
+        (
+            vec!["read"],
+            vec!["https://evil.example"],
+            audience_exceeded(),
+        ),
+    ];
+    for (scopes, audience, refusal) in cases {
+        let r = h
+            .refresh_with(narrowed(&current.refresh_token, &scopes, &audience))
+            .await;
+        refusal.assert(r);
+    }
+    let after = h.rotate(&current.refresh_token).await;
+    assert_minted_from_grant(&mut h, &after, &both, "read write", 120).await;
+    assert_intact(&mut h, &after, None).await;
+}
+
+#[tokio::test]
+async fn a_repeated_audience_counts_once_in_the_token_as_at_issue() {
+    // GenerateTokens keeps a repeated audience once (the family's list is deduplicated), and
+    // a narrowing refresh deduplicates repeated scopes: a repeated audience in a narrowing
+    // refresh must not make `aud` list one audience twice either.
+    let mut h = harness(&[]).await;
+    let tokens = h
+        .generate(GenerateTokensRequest {
+            audience: vec![PAYMENTS.into(), LEDGER.into(), PAYMENTS.into()],
+            ..grant(&fresh_subject())
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_minted_from_grant(&mut h, &tokens, &[PAYMENTS, LEDGER], "read write", 120).await;
+    let narrow = h
+        .refresh_with(RefreshTokensRequest {
+            audience: vec![LEDGER.into(), LEDGER.into()],
+            ..refresh_as(&tokens.refresh_token, "web")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_minted_from_grant(&mut h, &narrow, &[LEDGER], "read write", 120).await;
+}
+
+/// Client ids that are not `web`, some only barely.
+const IMPOSTORS: [&str; 8] = [
+    "evil",
+    "WEB",
+    "Web",
+    "we",
+    "webx",
+    "web ",
+    " web",
+    "web\u{200b}",
+];
+
+/// A refresh token presented by another client is refused and changes nothing: not used
+/// up, not reuse, not revoked (by refresh or by RevokeToken); its own client carries on.
+async fn assert_client_binding(mut h: Harness) {
+    let first = h
+        .generate(grant(&fresh_subject()))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // The current token: refused, and neither used up nor the family revoked.
+    for client in IMPOSTORS {
+        let req = refresh_as(&first.refresh_token, client);
+        assert_grant_refused(
+            &mut h,
+            req,
+            "the refresh token was issued to another client",
+        )
+        .await;
+    }
+    assert!(active(&mut h, &first.access_token).await);
+    let second = h.rotate(&first.refresh_token).await;
+    assert_minted_from_grant(&mut h, &second, &[PAYMENTS], "read write", 120).await;
+
+    // A rotated token, by another client: no reuse, the family is not revoked.
+    for client in IMPOSTORS {
+        let req = refresh_as(&first.refresh_token, client);
+        assert_grant_refused(
+            &mut h,
+            req,
+            "the refresh token was issued to another client",
+        )
+        .await;
+    }
+    assert!(active(&mut h, &second.access_token).await, "revoked");
+    let third = h.rotate(&second.refresh_token).await;
+
+    // RevokeToken of any of its tokens by another client: answered OK, nothing revoked.
+    for token in [&first, &second, &third] {
+        for client in IMPOSTORS {
+            let r = h.revoke_as(&token.refresh_token, client).await;
+            assert_eq!(r.unwrap().into_inner(), 0, "{client}");
+        }
+    }
+    assert!(active(&mut h, &third.access_token).await, "revoked");
+
+    // No client at all: not even asked.
+    let r = h.refresh_with(refresh_as(&third.refresh_token, "")).await;
+    Refusal::request("client_id is required").assert(r);
+    let r = h.revoke_as(&third.refresh_token, "").await;
+    Refusal::request("client_id is required").assert(r);
+    let r = h
+        .refresh_with(refresh_as(&third.refresh_token, "web\u{0}"))
+        .await;
+    Refusal::text("client_id").assert(r);
+    let fourth = h.rotate(&third.refresh_token).await;
+    assert_minted_from_grant(&mut h, &fourth, &[PAYMENTS], "read write", 120).await;
+
+    // The control: the same rotated token presented by its own client is reuse.
+    let req = refresh_as(&first.refresh_token, "web");
+    assert_grant_refused(&mut h, req, "refresh token reuse detected").await;
+    assert!(!active(&mut h, &fourth.access_token).await);
+    let req = refresh_as(&fourth.refresh_token, "web");
+    assert_grant_refused(&mut h, req, "the refresh-token family has been revoked").await;
+}
+
+#[tokio::test]
+async fn another_client_holding_the_dpop_key_cannot_refresh_a_bound_family() {
+    // The client binding holds on its own: a proof of the family's key does not lift it.
+    let (mut h, holder, tokens) = bound_family().await;
+    for client in IMPOSTORS {
+        let req = RefreshTokensRequest {
+            client_id: client.into(),
+            ..refresh(&tokens.refresh_token, Some(holder.honest()))
+        };
+        assert_grant_refused(
+            &mut h,
+            req,
+            "the refresh token was issued to another client",
+        )
+        .await;
+    }
+    assert_intact(&mut h, &tokens, Some(&holder)).await;
+}
+
+/// On a server with a 30 s grace window allowing one retry: a retry by another client is
+/// refused and uses up nothing.
+async fn assert_grace_retry_binding(mut h: Harness) {
+    let first = h
+        .generate(grant(&fresh_subject()))
+        .await
+        .unwrap()
+        .into_inner();
+    let second = h.rotate(&first.refresh_token).await;
+    for client in IMPOSTORS {
+        let req = refresh_as(&first.refresh_token, client);
+        assert_grant_refused(
+            &mut h,
+            req,
+            "the refresh token was issued to another client",
+        )
+        .await;
+    }
+    // The one retry the window allows is still the rightful client's, minted from the grant.
+    let retry = h.rotate(&first.refresh_token).await;
+    assert_eq!(retry.refresh_token, second.refresh_token);
+    assert_minted_from_grant(&mut h, &retry, &[PAYMENTS], "read write", 120).await;
+    // And it was the only one: another retry is reuse.
+    let req = refresh_as(&first.refresh_token, "web");
+    assert_grant_refused(&mut h, req, "refresh token reuse detected").await;
+    assert!(!active(&mut h, &retry.access_token).await);
+}
+
+/// `name{outcome="outcome"}` in the server's Prometheus text (0 when absent).
+async fn counter(h: &Harness, name: &str, outcome: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(h.server.admin_addr)
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let series = format!("{name}{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn every_refused_refresh_token_reads_alike() {
+    // Unknown, forged, malformed, reused, revoked, expired, another client's and DPoP-mismatched
+    // tokens get the same code, oauth-error, message and metadata: a front end forwarding the
+    // answer is no oracle. Only the rotation metric tells them apart.
+    let mut h = harness(&[]).await;
+    let holder = Holder::es256();
+    let victim = issue(&mut h, None).await;
+    let bound = issue(&mut h, Some(&holder)).await;
+    let t = victim.refresh_token.clone();
+    let (family, secret) = segments(&t);
+    let other_secret = format!(
+        "{}{}",
+        if secret.starts_with('A') { "B" } else { "A" },
+        &secret[1..]
+    );
+    let not_base64 = format!("!{}", &secret[1..]);
+    let reused = issue(&mut h, None).await;
+    h.rotate(&reused.refresh_token).await;
+    let revoked = issue(&mut h, None).await;
+    let r = revoke(&mut h, Target::FamilyId(revoked.family_id.clone())).await;
+    assert_eq!(r.unwrap().into_inner(), 1);
+    let checksum = if t.ends_with('A') { "Q" } else { "A" };
+
+    let cases = [
+        (
+            "unknown",
+            "unknown family",
+            refresh_token(&b64([0x5a; 16]), secret),
+            "web",
+            None,
+        ),
+        (
+            "forged",
+            "forged secret",
+            refresh_token(family, &other_secret),
+            "web",
+            None,
+        ),
+        (
+            "malformed",
+            "not base64url",
+            refresh_token(family, &not_base64),
+            "web",
+            None,
+        ),
+        (
+            "malformed",
+            "wrong checksum",
+            format!("{}{checksum}", &t[..76]),
+            "web",
+            None,
+        ),
+        ("malformed", "truncated", t[..70].to_owned(), "web", None),
+        (
+            "malformed",
+            "other prefix",
+            format!("rt2_{}", &t[4..]),
+            "web",
+            None,
+        ),
+        ("malformed", "oversized", t.repeat(4), "web", None),
+        (
+            "malformed",
+            "an access token",
+            victim.access_token.clone(),
+            "web",
+            None,
+        ),
+        ("reuse", "reused", reused.refresh_token.clone(), "web", None),
+        (
+            "revoked",
+            "revoked",
+            revoked.refresh_token.clone(),
+            "web",
+            None,
+        ),
+        ("client_mismatch", "another client", t.clone(), "evil", None),
+        (
+            "dpop_mismatch",
+            "bound, no proof",
+            bound.refresh_token.clone(),
+            "web",
+            None,
+        ),
+        (
+            "dpop_mismatch",
+            "bound, another key",
+            bound.refresh_token.clone(),
+            "web",
+            Some(Holder::es256().honest()),
+        ),
+    ];
+    let before = Rotations::read(&h).await;
+    let mut answers = Vec::new();
+    for (_, what, token, client, proof) in &cases {
+        let req = RefreshTokensRequest {
+            client_id: (*client).into(),
+            ..refresh(token, proof.clone())
+        };
+        let e = h.refresh_with(req).await.expect_err(what);
+        answers.push((*what, answer(&e), metadata_names(&e)));
+    }
+    // Expired: a server whose refresh tokens idle out after a second.
+    let mut short = harness(&[("REFRESH_TOKEN_TTL", "1")]).await;
+    let expiring = issue(&mut short, None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let expired_before = Rotations::read(&short).await;
+    let e = short
+        .refresh(&expiring.refresh_token, None)
+        .await
+        .expect_err("expired");
+    answers.push(("expired", answer(&e), metadata_names(&e)));
+    expired_before.assert_counted(&Rotations::read(&short).await, "expired", 1);
+
+    for (what, got, names) in &answers {
+        assert_eq!(got, &invalid_grant(), "{what}");
+        assert_eq!(names, &answers[0].2, "{what}: other metadata");
+    }
+    // Each kind is told apart in the metric only.
+    let after = Rotations::read(&h).await;
+    for outcome in GRANT_OUTCOMES {
+        let n = cases.iter().filter(|c| c.0 == outcome).count();
+        before.assert_counted(&after, outcome, n);
+    }
+    assert_intact(&mut h, &victim, None).await;
+    assert_intact(&mut h, &bound, Some(&holder)).await;
+}
+
+/// RevokeToken answers malformed, forged, unknown and other clients' tokens alike.
+async fn assert_revocations_by_token_read_alike(mut h: Harness) {
+    // RFC 7009 section 2.1: OK, nothing revoked, whatever the token; the victims are intact.
+    let victim = issue(&mut h, None).await;
+    let rotated = issue(&mut h, None).await;
+    let current = h.rotate(&rotated.refresh_token).await;
+    let t = victim.refresh_token.clone();
+    let (family, secret) = segments(&t);
+    let other_secret = format!(
+        "{}{}",
+        if secret.starts_with('A') { "B" } else { "A" },
+        &secret[1..]
+    );
+    let checksum = if t.ends_with('A') { "Q" } else { "A" };
+    let cases = [
+        ("garbage", "rt_garbage".to_owned(), "web"),
+        ("truncated", t[..70].to_owned(), "web"),
+        ("oversized", t.repeat(4), "web"),
+        ("wrong checksum", format!("{}{checksum}", &t[..76]), "web"),
+        ("an access token", victim.access_token.clone(), "web"),
+        ("forged secret", refresh_token(family, &other_secret), "web"),
+        (
+            "unknown family",
+            refresh_token(&b64([0x5a; 16]), secret),
+            "web",
+        ),
+        ("another client's current token", t.clone(), "evil"),
+        (
+            "another client's rotated token",
+            rotated.refresh_token.clone(),
+            "evil",
+        ),
+    ];
+    for (what, token, client) in &cases {
+        let r = h.revoke_as(token, client).await;
+        let r = r.unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        assert_eq!(r.into_inner(), 0, "{what}");
+    }
+    assert_intact(&mut h, &victim, None).await;
+    assert!(active(&mut h, &current.access_token).await);
+
+    // The rightful client revokes with any token of the family, once.
+    assert_eq!(
+        h.revoke_as(&rotated.refresh_token, "web")
+            .await
+            .unwrap()
+            .into_inner(),
+        1
+    );
+    assert_eq!(
+        h.revoke_as(&current.refresh_token, "web")
+            .await
+            .unwrap()
+            .into_inner(),
+        0
+    );
+    assert!(!active(&mut h, &current.access_token).await);
+    let req = refresh_as(&current.refresh_token, "web");
+    assert_grant_refused(&mut h, req, "the refresh-token family has been revoked").await;
+}
+
+#[tokio::test]
+async fn a_grant_without_any_audience_is_refused_and_nothing_is_issued() {
+    // RFC 9068 section 2.2: every access token names its audience. With no DEFAULT_AUDIENCE,
+    // a request naming none is refused, before its proof is checked (the proof still works).
+    let mut h = harness(&[("DEFAULT_AUDIENCE", "")]).await;
+    let holder = Holder::es256();
+    let proof = holder.honest();
+    let subject = fresh_subject();
+    let no_audience = || GenerateTokensRequest {
+        audience: vec![],
+        ..grant(&subject)
+    };
+    let message = "audience is required: the request names none and DEFAULT_AUDIENCE is unset";
+    let refused = Refusal(Code::InvalidArgument, "invalid_target", message.into());
+    refused.assert(h.generate(no_audience()).await);
+    refused.assert(
+        h.generate(GenerateTokensRequest {
+            dpop: Some(post(proof.clone())),
+            ..no_audience()
+        })
+        .await,
+    );
+    assert_no_family(&mut h, &subject).await;
+
+    // With an audience, the same server issues, with the same proof.
+    let tokens = h
+        .generate(GenerateTokensRequest {
+            dpop: Some(post(proof)),
+            ..grant(&subject)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tokens.token_type, "DPoP");
+    assert_eq!(audiences(&payload(&tokens.access_token)), [PAYMENTS]);
+    let next = h
+        .refresh_with(RefreshTokensRequest {
+            client_id: "web".into(),
+            ..refresh(&tokens.refresh_token, Some(holder.honest()))
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(audiences(&payload(&next.access_token)), [PAYMENTS]);
+    assert_intact(&mut h, &next, Some(&holder)).await;
+}
+
+#[tokio::test]
+async fn a_refresh_refused_before_its_token_is_checked_does_not_spend_the_proof() {
+    let (mut h, holder, tokens) = bound_family().await;
+    let proof = holder.honest();
+    let with_proof = |edit: &dyn Fn(&mut RefreshTokensRequest)| {
+        let mut req = refresh(&tokens.refresh_token, Some(proof.clone()));
+        edit(&mut req);
+        req
+    };
+    type Edit = Box<dyn Fn(&mut RefreshTokensRequest)>;
+    let t = tokens.refresh_token.clone();
+    let cases: Vec<(Edit, Refusal)> = vec![
+        (
+            Box::new(|r| r.client_id.clear()),
+            Refusal::request("client_id is required"),
+        ),
+        (
+            Box::new(|r| r.client_id.push('\n')),
+            Refusal::text("client_id"),
+        ),
+        (
+            Box::new(|r| r.refresh_token.clear()),
+            Refusal::request("refresh_token is required"),
+        ),
+        (
+            Box::new(|r| r.scopes = vec!["s".into(); 65]),
+            Refusal::request("too many scopes"),
+        ),
+        (
+            Box::new(|r| r.audience = vec!["a".into(); 65]),
+            Refusal::request("too many audience"),
+        ),
+        (
+            Box::new(|r| r.audience = vec!["a".repeat(1025)]),
+            Refusal::text("audience"),
+        ),
+        (
+            Box::new(move |r| r.refresh_token = t[..70].to_owned()),
+            Refusal::wrong_length(),
+        ),
+        (
+            Box::new(|r| r.refresh_token = "rt_garbage".into()),
+            Refusal::grant("malformed refresh token"),
+        ),
+    ];
+    for (edit, refusal) in &cases {
+        refusal.assert(h.refresh_with(with_proof(&**edit)).await);
+    }
+    // The same proof, in a correct request: accepted; and now it is spent.
+    let next = h
+        .refresh_with(with_proof(&|_| {}))
+        .await
+        .expect("the proof was not spent by the refusals")
+        .into_inner();
+    assert_eq!(next.token_type, "DPoP");
+    let r = h.refresh(&next.refresh_token, Some(proof.clone())).await;
+    Refusal::proof("DPoP proof replayed").assert(r);
+    assert_intact(&mut h, &next, Some(&holder)).await;
+}
+
+#[tokio::test]
+async fn access_tokens_never_outlive_their_family() {
+    // REFRESH_FAMILY_LIFETIME below ACCESS_TOKEN_TTL (REFRESH_TOKEN_TTL may not exceed it).
+    let mut h = harness(&[
+        ("ACCESS_TOKEN_TTL", "900"),
+        ("REFRESH_TOKEN_TTL", "60"),
+        ("REFRESH_FAMILY_LIFETIME", "100"),
+    ])
+    .await;
+    let default_ttl = GenerateTokensRequest {
+        access_token_ttl_seconds: 0,
+        ..grant(&fresh_subject())
+    };
+    let longer = GenerateTokensRequest {
+        access_token_ttl_seconds: 600,
+        ..grant(&fresh_subject())
+    };
+    let shorter = GenerateTokensRequest {
+        access_token_ttl_seconds: 30,
+        ..grant(&fresh_subject())
+    };
+    let mut families = Vec::new();
+    for (req, ttl) in [(default_ttl, 100), (longer, 100), (shorter, 30)] {
+        let tokens = h.generate(req).await.unwrap().into_inner();
+        let c = payload(&tokens.access_token);
+        // The family was created at `iat`: it ends 100 s later.
+        let end = c["iat"].as_i64().unwrap() + 100;
+        assert_eq!((tokens.expires_in, lifetime(&c)), (ttl, ttl), "{c}");
+        assert!(c["exp"].as_i64().unwrap() <= end);
+        families.push((tokens, end, ttl));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for (tokens, end, ttl) in families {
+        let next = h.rotate(&tokens.refresh_token).await;
+        let c = payload(&next.access_token);
+        let iat = c["iat"].as_i64().unwrap();
+        let left = end - iat;
+        assert!(left < 100, "a second went by");
+        assert_eq!(next.expires_in, lifetime(&c), "{c}");
+        assert_eq!(next.expires_in, ttl.min(left), "{c}");
+        assert!(c["exp"].as_i64().unwrap() <= end, "{c}");
+        assert!(next.refresh_expires_in <= left);
+        assert!(active(&mut h, &next.access_token).await);
+    }
+}
+
+#[tokio::test]
+async fn revocations_stay_listed_for_the_access_token_ttl_the_leeway_and_the_skew_margin() {
+    // An access token minted just before a revocation lives ACCESS_TOKEN_TTL more, and its
+    // verifiers accept it up to their leeway past `exp` on clocks that may run behind ours:
+    // the revocation is listed (and its Redis entry kept) that long, whatever revoked it.
+    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = redis.url();
+    let mut h = harness(&[
+        ("REDIS_URL", &url),
+        ("REFRESH_TOKEN_PEPPER", PEPPER),
+        ("ACCESS_TOKEN_TTL", "300"),
+    ])
+    .await;
+    let leeway = token_jwt::Policy::builder().issuer(ISSUER).build().leeway;
+    let listed_for =
+        i64::try_from(300 + leeway + token_server::state::CLOCK_SKEW_MARGIN_SECS).unwrap();
+    assert_eq!(listed_for, 300 + 30 + 60);
+    let subject = fresh_subject();
+    let by_family = h.generate(generate(&subject)).await.unwrap().into_inner();
+    let by_token = issue(&mut h, None).await;
+    let by_reuse = issue(&mut h, None).await;
+    let by_subject = h.generate(generate(&subject)).await.unwrap().into_inner();
+    let r = revoke(&mut h, Target::FamilyId(by_family.family_id.clone())).await;
+    assert_eq!(r.unwrap().into_inner(), 1);
+    let r = h.revoke_as(&by_token.refresh_token, "web").await;
+    assert_eq!(r.unwrap().into_inner(), 1);
+    h.rotate(&by_reuse.refresh_token).await;
+    let req = refresh(&by_reuse.refresh_token, None);
+    assert_grant_refused(&mut h, req, "refresh token reuse detected").await;
+    assert_eq!(families_of(&mut h, &subject).await, 1);
+
+    for (what, tokens) in [
+        ("family", &by_family),
+        ("token", &by_token),
+        ("reuse", &by_reuse),
+        ("subject", &by_subject),
+    ] {
+        assert!(!active(&mut h, &tokens.access_token).await, "{what}");
+        let pattern = format!("*r:{{{}}}", tokens.family_id);
+        let keys = redis.command(&["KEYS", &pattern]).unwrap();
+        let token_testkit::Reply::Array(Some(keys)) = keys else {
+            panic!("{what}: KEYS answered {keys:?}")
+        };
+        assert_eq!(keys.len(), 1, "{what}: {keys:?}");
+        let key = keys[0].text().unwrap();
+        let entry = redis.command(&["GET", &key]).unwrap().text().unwrap();
+        let event: Value = serde_json::from_str(&entry).unwrap();
+        let listed =
+            event["listed_until"].as_i64().unwrap() - event["revoked_at"].as_i64().unwrap();
+        assert_eq!(listed, listed_for, "{what}: {event}");
+        let pttl = redis.command(&["PTTL", &key]).unwrap().int().unwrap();
+        assert!(
+            pttl > (listed_for - 5) * 1000,
+            "{what}: the entry expires in {pttl} ms"
+        );
+    }
+    h.server.shutdown().await.unwrap();
+}
+
+// The attacks on the client binding and on narrowing, on each store: Redis runs its own
+// (Lua) mirror of the rotation and revocation decisions.
+
+/// The variables of a server on the Redis at `url`, with `extra` on top.
+fn on_redis<'a>(url: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut vars = vec![("REDIS_URL", url), ("REFRESH_TOKEN_PEPPER", PEPPER)];
+    vars.extend_from_slice(extra);
+    vars
+}
+
+/// A 30 s grace window allowing one retry.
+const GRACE: [(&str, &str); 2] = [
+    ("REFRESH_GRACE_SECONDS", "30"),
+    ("REFRESH_GRACE_MAX_USES", "1"),
+];
+
+#[tokio::test]
+async fn a_refresh_narrows_scopes_and_audience_for_one_token_and_never_widens_them() {
+    assert_narrowing_only(harness(&[]).await).await;
+}
+
+#[tokio::test]
+async fn a_refresh_narrows_scopes_and_audience_for_one_token_and_never_widens_them_on_redis() {
+    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = redis.url();
+    assert_narrowing_only(harness(&on_redis(&url, &[])).await).await;
+}
+
+#[tokio::test]
+async fn a_refresh_token_presented_by_another_client_is_refused_and_changes_nothing() {
+    assert_client_binding(harness(&[]).await).await;
+}
+
+#[tokio::test]
+async fn a_refresh_token_presented_by_another_client_is_refused_and_changes_nothing_on_redis() {
+    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = redis.url();
+    assert_client_binding(harness(&on_redis(&url, &[])).await).await;
+}
+
+#[tokio::test]
+async fn a_grace_retry_by_another_client_is_refused_and_uses_up_nothing() {
+    assert_grace_retry_binding(harness(&GRACE).await).await;
+}
+
+#[tokio::test]
+async fn a_grace_retry_by_another_client_is_refused_and_uses_up_nothing_on_redis() {
+    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = redis.url();
+    assert_grace_retry_binding(harness(&on_redis(&url, &GRACE)).await).await;
+}
+
+#[tokio::test]
+async fn revoke_token_answers_malformed_forged_unknown_and_other_clients_tokens_alike() {
+    assert_revocations_by_token_read_alike(harness(&[]).await).await;
+}
+
+#[tokio::test]
+async fn revoke_token_answers_malformed_forged_unknown_and_other_clients_tokens_alike_on_redis() {
+    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = redis.url();
+    assert_revocations_by_token_read_alike(harness(&on_redis(&url, &[])).await).await;
+}
+
+/// The family document of `family_id` in `redis`: its key and JSON.
+fn stored_family(redis: &RedisServer, family_id: &str) -> (String, Value) {
+    let pattern = format!("*f:{{{family_id}}}");
+    let keys = redis.command(&["KEYS", &pattern]).unwrap();
+    let token_testkit::Reply::Array(Some(keys)) = keys else {
+        panic!("KEYS answered {keys:?}")
+    };
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = keys[0].text().unwrap();
+    let json = redis.command(&["GET", &key]).unwrap().text().unwrap();
+    (key, serde_json::from_str(&json).unwrap())
+}
+
+#[tokio::test]
+async fn a_family_stored_before_grants_were_kept_still_mints_tokens_with_an_audience() {
+    // A family written by the previous version has no audience, claims or lifetime: its
+    // refreshes get DEFAULT_AUDIENCE, and without one no token without `aud` is minted.
+    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = redis.url();
+    let mut h = harness(&on_redis(&url, &[])).await;
+    let mut legacy = Vec::new();
+    for _ in 0..2 {
+        let tokens = h
+            .generate(grant(&fresh_subject()))
+            .await
+            .unwrap()
+            .into_inner();
+        let (key, mut family) = stored_family(&redis, &tokens.family_id);
+        let doc = family.as_object_mut().unwrap();
+        for field in ["audience", "claims_json", "access_ttl"] {
+            assert!(doc.remove(field).is_some(), "{field} is stored: {family}");
+        }
+        let text = family.to_string();
+        let r = redis.command(&["SET", &key, &text, "KEEPTTL"]).unwrap();
+        assert_eq!(r.text().as_deref(), Some("OK"));
+        legacy.push(tokens);
+    }
+    let next = h.rotate(&legacy[0].refresh_token).await;
+    let c = payload(&next.access_token);
+    assert_eq!(audiences(&c), ["https://api.example"], "{c}");
+    assert_eq!((lifetime(&c), c.get("tenant")), (900, None), "{c}");
+    h.server.shutdown().await.unwrap();
+
+    let mut h = harness(&on_redis(&url, &[("DEFAULT_AUDIENCE", "")])).await;
+    match h
+        .refresh_with(refresh_as(&legacy[1].refresh_token, "web"))
+        .await
+    {
+        Ok(r) => {
+            let c = payload(&r.into_inner().access_token);
+            assert!(
+                c.get("aud")
+                    .is_some_and(|a| !audiences(&c).is_empty() && a != &json!([])),
+                "a token without an audience was minted: {c}"
+            );
+        }
+        Err(e) => assert_eq!(
+            (e.code(), oauth_error(&e)),
+            (Code::InvalidArgument, "invalid_target"),
+            "{e:?}"
+        ),
+    }
+    h.server.shutdown().await.unwrap();
 }

@@ -86,6 +86,7 @@ async fn full_flow(extra: &[(&str, &str)]) {
 
     // Rotate, down-scoped.
     let mut req = RefreshTokensRequest {
+        client_id: "web".into(),
         refresh_token: first.refresh_token.clone(),
         scopes: vec!["read".into()],
         ..Default::default()
@@ -260,6 +261,7 @@ async fn dpop_bound_generate_refresh_and_validate() {
 
     // Refresh without a proof, or with another key: invalid_grant, family still usable.
     let mut refresh = RefreshTokensRequest {
+        client_id: "web".into(),
         refresh_token: tokens.refresh_token.clone(),
         ..Default::default()
     };
@@ -344,6 +346,7 @@ async fn revocation_by_token_family_and_subject() {
     let c = h.generate_ok(generate("dave")).await;
     let other = h.generate_ok(generate("erin")).await;
     let revoke = |target, reason: &str| RevokeTokenRequest {
+        client_id: "web".into(),
         target: Some(target),
         reason: reason.into(),
     };
@@ -377,6 +380,7 @@ async fn revocation_by_token_family_and_subject() {
         let e = h
             .client
             .refresh_tokens(authed(RefreshTokensRequest {
+                client_id: "web".into(),
                 refresh_token: t.refresh_token.clone(),
                 ..Default::default()
             }))
@@ -519,6 +523,7 @@ async fn malformed_requests_are_invalid_argument() {
     let e = h
         .client
         .refresh_tokens(authed(RefreshTokensRequest {
+            client_id: "web".into(),
             refresh_token: "rt_garbage".into(),
             ..Default::default()
         }))
@@ -715,6 +720,51 @@ async fn bad_configuration_stops_start_up_naming_the_variable() {
     }
 }
 
+#[tokio::test]
+async fn an_unusable_signing_key_file_stops_start_up_saying_how_to_make_one() {
+    let err = start_up_error_with_key_file(
+        "badkey",
+        "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+    )
+    .await;
+    assert!(
+        err.contains("SIGNING_KEY_FILE") && err.contains("openssl genpkey -algorithm EC"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrapped_signing_key_is_unwrapped_only_with_the_kms_key_the_operator_names() {
+    // The file names a KMS key; without WRAPPING_KMS_KEY_ID it is not trusted to choose.
+    let err = start_up_error_with_key_file(
+        "wrapped-unnamed",
+        r#"{"kms_key_id":"alias/attacker","ciphertext":"AAAA"}"#,
+    )
+    .await;
+    assert!(
+        err.contains("WRAPPING_KMS_KEY_ID")
+            && err.contains("required with a wrapped SIGNING_KEY_FILE"),
+        "{err}"
+    );
+}
+
+/// Starts the binary with a `SIGNING_KEY_FILE` holding `contents`; asserts start-up is refused
+/// with exit code 2 and returns what it printed on stderr.
+async fn start_up_error_with_key_file(tag: &str, contents: &str) -> String {
+    let file = std::env::temp_dir().join(format!("token-server-{tag}-{}", std::process::id()));
+    std::fs::write(&file, contents).unwrap();
+    let out = binary()
+        .env("SIGNING_KEY_FILE", &file)
+        .env("PORT", "0")
+        .env("ADMIN_PORT", "0")
+        .output()
+        .await
+        .unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 // ---- two instances sharing one Redis --------------------------------------------------------
 
 async fn nonce_for(client: &mut TokenServiceClient<Channel>, key: &ProofBuilder) -> String {
@@ -802,6 +852,7 @@ async fn two_instances_share_revocations_nonces_and_replay_state() {
     let revoked = a
         .client
         .revoke_token(authed(RevokeTokenRequest {
+            client_id: "web".into(),
             target: Some(Target::FamilyId(tokens.family_id.clone())),
             reason: "test".into(),
         }))
@@ -818,6 +869,7 @@ async fn two_instances_share_revocations_nonces_and_replay_state() {
         .unwrap();
     assert!(!intro.into_inner().active);
     let mut refresh = RefreshTokensRequest {
+        client_id: "web".into(),
         refresh_token: tokens.refresh_token.clone(),
         ..Default::default()
     };
@@ -864,6 +916,7 @@ async fn redis_outage_fails_closed_with_unavailable_and_recovers() {
     let e = h
         .client
         .refresh_tokens(authed(RefreshTokensRequest {
+            client_id: "web".into(),
             refresh_token: ok.refresh_token.clone(),
             ..Default::default()
         }))
@@ -1039,7 +1092,8 @@ async fn oversized_requests_are_refused() {
     let mut req = generate("big");
     req.additional_claims_json = format!(r#"{{"pad":"{}"}}"#, "x".repeat(8000));
     let e = h.client.generate_tokens(authed(req)).await.unwrap_err();
-    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    // gRPC's status-code table: a message over the receiver's limit is RESOURCE_EXHAUSTED.
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     h.server.shutdown().await.unwrap();
 }
 
@@ -1268,7 +1322,10 @@ async fn keys_wrap_then_serve_with_the_wrapped_key() {
     let blob_path = blob_file.to_string_lossy().into_owned();
     let (_child, mut client) = serve_with_kms(
         &moto.url(),
-        &[("SIGNING_KEY_FILE", &blob_path)],
+        &[
+            ("SIGNING_KEY_FILE", &blob_path),
+            ("WRAPPING_KMS_KEY_ID", &wrapping),
+        ],
         "the wrapped key",
     )
     .await;

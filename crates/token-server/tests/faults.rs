@@ -82,6 +82,7 @@ async fn refresh(
 ) -> Result<TokenResponse, Status> {
     client
         .refresh_tokens(authed(RefreshTokensRequest {
+            client_id: "web".into(),
             refresh_token: token.to_owned(),
             ..Default::default()
         }))
@@ -948,6 +949,7 @@ async fn pubsub_cut_under_load_revocations_still_enforced() {
     let cut_at = Instant::now();
     let revoked = client_a
         .revoke_token(authed(RevokeTokenRequest {
+            client_id: "web".into(),
             target: Some(Target::FamilyId(victim.family_id.clone())),
             reason: "pubsub-cut".into(),
         }))

@@ -51,6 +51,7 @@ async fn no_token_proof_or_key_material_in_logs_or_metrics() {
     let (port, admin) = (free_port().unwrap(), free_port().unwrap());
     let mut child = binary_command(port, admin)
         .env("CALLER_TOKEN_SHA256", &digest)
+        .env("DEFAULT_AUDIENCE", "https://api.example")
         .env("SIGNING_KEY_FILE", &key_file)
         .env("RUST_LOG", "trace")
         .env("LOG_FORMAT", "json")
@@ -88,6 +89,7 @@ async fn no_token_proof_or_key_material_in_logs_or_metrics() {
         .generate_tokens(authed(GenerateTokensRequest {
             subject: "alice".into(),
             client_id: "web".into(),
+            audience: vec!["https://api.example".into()],
             dpop: Some(DPoPProof {
                 proof,
                 http_method: "POST".into(),
@@ -113,6 +115,7 @@ async fn no_token_proof_or_key_material_in_logs_or_metrics() {
     secrets.push(bearer.refresh_token.clone());
     let rotated = client
         .refresh_tokens(authed(RefreshTokensRequest {
+            client_id: "web".into(),
             refresh_token: bearer.refresh_token.clone(),
             ..Default::default()
         }))
@@ -124,6 +127,7 @@ async fn no_token_proof_or_key_material_in_logs_or_metrics() {
     // Reuse (revokes), a DPoP-bound refresh without a proof, a malformed refresh token.
     let _ = client
         .refresh_tokens(authed(RefreshTokensRequest {
+            client_id: "web".into(),
             refresh_token: bearer.refresh_token.clone(),
             ..Default::default()
         }))
@@ -131,6 +135,7 @@ async fn no_token_proof_or_key_material_in_logs_or_metrics() {
         .unwrap_err();
     let _ = client
         .refresh_tokens(authed(RefreshTokensRequest {
+            client_id: "web".into(),
             refresh_token: bound.refresh_token.clone(),
             ..Default::default()
         }))
@@ -138,6 +143,7 @@ async fn no_token_proof_or_key_material_in_logs_or_metrics() {
         .unwrap_err();
     let _ = client
         .refresh_tokens(authed(RefreshTokensRequest {
+            client_id: "web".into(),
             refresh_token: format!("{}x", bound.refresh_token),
             ..Default::default()
         }))
@@ -190,6 +196,7 @@ async fn no_token_proof_or_key_material_in_logs_or_metrics() {
         .unwrap();
     let _ = client
         .revoke_token(authed(RevokeTokenRequest {
+            client_id: "web".into(),
             target: Some(Target::RefreshToken(bound.refresh_token.clone())),
             reason: "t".into(),
         }))

@@ -54,7 +54,7 @@ fn bench_deployment(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str,
         b.iter(|| {
             now += 1;
             let out = rt
-                .block_on(r.refresh(token.as_str(), Some("jkt"), None, now))
+                .block_on(r.refresh(token.as_str(), "app", Some("jkt"), None, None, now))
                 .unwrap();
             token = black_box(out.token);
         });
@@ -90,7 +90,7 @@ fn bench_deployment(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str,
                     .iter()
                     .map(|t| {
                         let (r, t) = (r.clone(), t.clone());
-                        rt.spawn(async move { r.refresh(&t, None, None, now).await })
+                        rt.spawn(async move { r.refresh(&t, "app", None, None, None, now).await })
                     })
                     .collect();
                 tokens = handles

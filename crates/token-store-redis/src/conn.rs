@@ -2,13 +2,13 @@
 //! reloaded on `NOSCRIPT`), key names and timeouts.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use fred::clients::{Client, Pool};
-use fred::interfaces::{ClientLike, KeysInterface, LuaInterface};
-use fred::types::{Builder, Expiration, SetOptions};
-#[cfg(feature = "refresh")]
-use {fred::interfaces::ClusterInterface, fred::types::config::Server};
+use fred::interfaces::{ClientLike, ClusterInterface, EventInterface, KeysInterface, LuaInterface};
+use fred::types::config::Server;
+use fred::types::{Builder, Expiration, InfoKind, SetOptions};
 
 use crate::config::RedisConfig;
 use crate::error::Error;
@@ -113,6 +113,9 @@ pub(crate) struct Conn {
     /// `EVALSHA`); each command has the command timeout on its own too.
     op_timeout: Duration,
     pub(crate) margin_ms: i64,
+    /// The `maxmemory-policy` of a primary that may evict keys, as last read (at connect and
+    /// after every reconnect): while set, every operation fails closed.
+    evicting: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -177,7 +180,47 @@ impl Conn {
             margin_ms: i64::try_from(config.ttl_margin_ms())
                 .unwrap_or(MAX_TTL_MS)
                 .min(MAX_TTL_MS),
+            evicting: Arc::new(Mutex::new(None)),
         };
+        // Every key this crate writes has a TTL, so a `volatile-*` or `allkeys-*` policy
+        // could evict revocations, rotated-token history or replay entries under memory
+        // pressure, and revoked or replayed tokens would work again.
+        let policy = match conn
+            .timed("info", eviction_policy(conn.client(), conn.clustered))
+            .await
+        {
+            Ok(policy) => policy,
+            Err(e) => {
+                let _ = conn.pool.quit().await;
+                return Err(Error::Connect {
+                    reason: "reading maxmemory_policy from INFO memory",
+                    source: Box::new(e),
+                });
+            }
+        };
+        if let Some(policy) = policy {
+            let _ = conn.pool.quit().await;
+            return Err(Error::EvictionPolicy { policy });
+        }
+        for client in conn.pool.clients() {
+            let checker = client.clone();
+            let clustered = conn.clustered;
+            let evicting = Arc::clone(&conn.evicting);
+            let timeout = conn.op_timeout;
+            // Errors end fred's listener task, so none is returned: a failed check keeps the
+            // last answer and the next reconnect checks again.
+            let _listener = client.on_reconnect(move |_server| {
+                let checker = checker.clone();
+                let evicting = Arc::clone(&evicting);
+                async move {
+                    let read = tokio::time::timeout(timeout, eviction_policy(&checker, clustered));
+                    if let Ok(Ok(policy)) = read.await {
+                        *evicting.lock().unwrap_or_else(PoisonError::into_inner) = policy;
+                    }
+                    Ok(())
+                }
+            });
+        }
         for script in scripts {
             if let Err(e) = conn
                 .pool
@@ -195,12 +238,20 @@ impl Conn {
         Ok(conn)
     }
 
-    /// Runs `fut` under the operation deadline.
+    /// Runs `fut` under the operation deadline; refuses to while Redis may evict keys.
     pub(crate) async fn timed<T>(
         &self,
         op: &'static str,
         fut: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
+        if let Some(policy) = self
+            .evicting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        {
+            return Err(Error::EvictionPolicy { policy });
+        }
         match tokio::time::timeout(self.op_timeout, fut).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout { op }),
@@ -291,14 +342,7 @@ impl Conn {
     #[cfg(feature = "refresh")]
     pub(crate) async fn scan(&self, op: &'static str, pattern: &str) -> Result<Vec<String>, Error> {
         let client = self.client();
-        let nodes: Vec<Option<Server>> = if self.clustered {
-            let state = client
-                .cached_cluster_state()
-                .ok_or(Error::unexpected(op, "no cluster routing table"))?;
-            state.unique_primary_nodes().into_iter().map(Some).collect()
-        } else {
-            vec![None]
-        };
+        let nodes = primaries(client, self.clustered, op)?;
         let mut keys = Vec::new();
         for node in nodes {
             let mut cursor = String::from("0");
@@ -390,4 +434,50 @@ mod tests {
         let s = LuaScript::new("return 1");
         assert_eq!(s.sha, "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
     }
+}
+
+/// The primaries to send a per-node command to: each primary of a Cluster (`Some`), or the
+/// one server (`None`: the client's own routing).
+fn primaries(
+    client: &Client,
+    clustered: bool,
+    op: &'static str,
+) -> Result<Vec<Option<Server>>, Error> {
+    if clustered {
+        let state = client
+            .cached_cluster_state()
+            .ok_or(Error::unexpected(op, "no cluster routing table"))?;
+        Ok(state.unique_primary_nodes().into_iter().map(Some).collect())
+    } else {
+        Ok(vec![None])
+    }
+}
+
+/// The `maxmemory_policy` of the first primary whose policy is not `noeviction`, read from
+/// `INFO memory` (managed Redis often disables `CONFIG GET`); `None` when none may evict.
+async fn eviction_policy(client: &Client, clustered: bool) -> Result<Option<String>, Error> {
+    for node in primaries(client, clustered, "info")? {
+        let info: String = match node {
+            Some(server) => {
+                client
+                    .with_cluster_node(server)
+                    .info(Some(InfoKind::Memory))
+                    .await
+            }
+            None => client.info(Some(InfoKind::Memory)).await,
+        }
+        .map_err(|e| Error::command("info", e))?;
+        let policy = info
+            .lines()
+            .find_map(|line| line.strip_prefix("maxmemory_policy:"))
+            .map(str::trim)
+            .ok_or(Error::unexpected(
+                "info",
+                "INFO memory has no maxmemory_policy",
+            ))?;
+        if policy != "noeviction" {
+            return Ok(Some(policy.to_owned()));
+        }
+    }
+    Ok(None)
 }

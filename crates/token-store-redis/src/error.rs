@@ -41,6 +41,19 @@ pub enum Error {
         /// The operation.
         op: &'static str,
     },
+    /// Redis (a primary) may evict keys: its `maxmemory-policy` is not `noeviction`. Every
+    /// key this crate writes has a TTL, so a `volatile-*` or `allkeys-*` policy could drop
+    /// revocations, rotated-token history or replay entries, and revoked or replayed tokens
+    /// would work again: the store refuses to connect, and fails every operation when a
+    /// reconnect finds such a policy.
+    #[error(
+        "Redis may evict keys (maxmemory-policy is `{policy}`): revocations and replay entries \
+         would be lost; set `maxmemory-policy noeviction` and size maxmemory for the working set"
+    )]
+    EvictionPolicy {
+        /// The policy found.
+        policy: String,
+    },
     /// Redis answered something this crate does not expect (a reply of the wrong shape, a
     /// stored value that does not decode): the operation fails closed.
     #[error("unexpected Redis reply to {op}: {reason}")]

@@ -229,8 +229,10 @@ fn ttl_ms(until: i64, now: i64, margin_ms: i64) -> i64 {
 #[derive(Serialize)]
 struct RotateArgs<'a> {
     presented_hash: &'a TokenHash,
+    client_id: &'a str,
     presented_jkt: Option<&'a str>,
     requested_scopes: Option<&'a [String]>,
+    requested_audience: Option<&'a [String]>,
     new_hash: &'a TokenHash,
     sealed_successor: Option<&'a SealedSuccessor>,
     now: i64,
@@ -245,6 +247,8 @@ struct RotateArgs<'a> {
 #[derive(Serialize)]
 struct RevokeArgs<'a> {
     presented_hash: Option<&'a TokenHash>,
+    /// Set when revoking by token: the family is revoked by its own client only.
+    client_id: Option<&'a str>,
     reason: RevocationReason,
     now: i64,
     revocation_ttl: i64,
@@ -313,8 +317,10 @@ impl RedisStore {
         check_time(&[req.now, req.idle_ttl, req.grace.window, req.revocation_ttl])?;
         let args = RotateArgs {
             presented_hash: &req.presented_hash,
+            client_id: &req.client_id,
             presented_jkt: req.presented_jkt.as_deref(),
             requested_scopes: req.requested_scopes.as_deref(),
+            requested_audience: req.requested_audience.as_deref(),
             new_hash: &req.new_hash,
             sealed_successor: req.sealed_successor.as_ref(),
             now: req.now,
@@ -367,6 +373,8 @@ impl RedisStore {
             (Some("expired"), None) => RotateOutcome::Expired,
             (Some("dpop_mismatch"), None) => RotateOutcome::DpopMismatch,
             (Some("scope_exceeded"), None) => RotateOutcome::ScopeExceeded,
+            (Some("audience_exceeded"), None) => RotateOutcome::AudienceExceeded,
+            (Some("client_mismatch"), None) => RotateOutcome::ClientMismatch,
             (Some("not_found"), None) => RotateOutcome::NotFound,
             _ => return Err(Error::unexpected("rotate", "unknown outcome").into()),
         };
@@ -383,6 +391,7 @@ impl RedisStore {
         check_time(&[req.now, req.revocation_ttl])?;
         let args = RevokeArgs {
             presented_hash,
+            client_id: req.client_id.as_deref(),
             reason: req.reason,
             now: req.now,
             revocation_ttl: req.revocation_ttl,
@@ -407,6 +416,7 @@ impl RedisStore {
             }
             (Some("already_revoked"), None) => RevokeOutcome::AlreadyRevoked,
             (Some("forged"), None) => RevokeOutcome::Forged,
+            (Some("client_mismatch"), None) => RevokeOutcome::ClientMismatch,
             (Some("not_found"), None) => RevokeOutcome::NotFound,
             _ => return Err(Error::unexpected("revoke", "unknown outcome").into()),
         };

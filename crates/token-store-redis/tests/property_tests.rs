@@ -127,18 +127,42 @@ async fn next_event(
 
 /// `model::decide_cases` mostly draws revoked, expired or forged cases (a rotation about 1 %
 /// of the time, a grace retry almost never); these are the same cases moved towards the
-/// interesting part: live families, the bound key, and a token the family knows.
+/// interesting part: live families, the bound key, a token the family knows, mostly the
+/// family's own client (else another one: a rotated token of another client is no reuse),
+/// and audiences narrowed to a subset of the grant or widened beyond it.
 fn live_decide_cases()
 -> impl Strategy<Value = (token_refresh::Family, token_refresh::RotateRequest)> {
     let grace = (1i64..15, 1u32..4, 0u8..3, any::<bool>());
-    (model::decide_cases(), 0u8..6, any::<bool>(), 0u8..4, grace).prop_map(
-        |((mut f, mut req), pick, keep_revoked, key, (window, uses, at, last_use))| {
+    let binding = (0u8..4, 0u8..5, (0u8..4, any::<prop::sample::Index>()));
+    (model::decide_cases(), 0u8..6, any::<bool>(), binding, grace).prop_map(
+        |(
+            (mut f, mut req),
+            pick,
+            keep_revoked,
+            (key, client, (audience, cut)),
+            (window, uses, at, last_use),
+        )| {
             if !keep_revoked {
                 f.revoked = None;
             }
             if key > 0 {
                 req.presented_jkt = f.dpop_jkt.clone();
             }
+            req.client_id = if client > 0 {
+                f.client_id.clone()
+            } else {
+                "another-client".to_owned()
+            };
+            // A subset of the grant (the empty one too), or one more than the grant.
+            let mut subset = f.audience[..cut.index(f.audience.len() + 1)].to_vec();
+            req.requested_audience = match audience {
+                0 => None,
+                1 | 2 => Some(subset),
+                _ => {
+                    subset.insert(0, "https://not-granted.example".to_owned());
+                    Some(subset)
+                }
+            };
             req.presented_hash = match pick {
                 0 | 1 => f.current_hash,
                 2 | 3 => f.grace.as_ref().map_or(f.current_hash, |g| g.previous_hash),
@@ -167,6 +191,7 @@ fn live_decide_cases()
                 }
                 if pick == 3 {
                     req.requested_scopes = None;
+                    req.requested_audience = None;
                 }
             }
             f.absolute_expires_at = f.absolute_expires_at.max(req.now + 20);
@@ -217,7 +242,8 @@ fn lua_rotate_test(url: String, cases: u32) {
 }
 
 /// `model::revoke_cases`, with the presented token picked among the family's own (the grace
-/// state's previous hash alone in half of them: not also among the rotated ones).
+/// state's previous hash alone in half of them: not also among the rotated ones), and for a
+/// presented token mostly the family's own client, sometimes another one or none.
 fn live_revoke_cases() -> impl Strategy<
     Value = (
         token_refresh::Family,
@@ -225,8 +251,8 @@ fn live_revoke_cases() -> impl Strategy<
         token_refresh::RevokeRequest,
     ),
 > {
-    (model::revoke_cases(), 0u8..4, any::<bool>()).prop_map(
-        |((mut f, presented, req), pick, only_in_grace)| {
+    (model::revoke_cases(), 0u8..4, any::<bool>(), 0u8..6).prop_map(
+        |((mut f, presented, mut req), pick, only_in_grace, client)| {
             if only_in_grace && let Some(g) = &f.grace {
                 let previous = g.previous_hash;
                 f.rotated.retain(|h| *h != previous);
@@ -237,6 +263,13 @@ fn live_revoke_cases() -> impl Strategy<
                 2 => f.rotated.first().copied().or(presented),
                 _ => presented,
             };
+            if presented.is_some() {
+                req.client_id = match client {
+                    0 => Some("another-client".to_owned()),
+                    1 => None,
+                    _ => Some(f.client_id.clone()),
+                };
+            }
             (f, presented, req)
         },
     )

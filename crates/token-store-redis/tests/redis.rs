@@ -130,7 +130,7 @@ async fn one_round_trip_per_rotation() {
     let mut token = first.clone();
     // Warm up (scripts are loaded at connect; nothing else is sent lazily).
     token = r
-        .refresh(token.as_str(), None, None, T0 + 1)
+        .refresh(token.as_str(), "app", None, None, None, T0 + 1)
         .await
         .unwrap()
         .token;
@@ -139,14 +139,15 @@ async fn one_round_trip_per_rotation() {
     let before = command_calls(&server);
     for i in 0..N {
         token = r
-            .refresh(token.as_str(), None, None, T0 + 2 + i)
+            .refresh(token.as_str(), "app", None, None, None, T0 + 2 + i)
             .await
             .unwrap()
             .token;
     }
     // Reuse: detect, revoke, list and publish, still one command.
     assert!(matches!(
-        r.refresh(first.as_str(), None, None, T0 + 100).await,
+        r.refresh(first.as_str(), "app", None, None, None, T0 + 100)
+            .await,
         Err(Error::ReuseDetected)
     ));
     let after = command_calls(&server);
@@ -179,10 +180,13 @@ async fn every_key_expires() {
     let store = connect(config(&server.url(), &prefix)).await;
     let r = rotator(&store);
     let (t0, f) = r.issue("alice", "app", &[], None, T0).await.unwrap();
-    r.refresh(t0.as_str(), None, None, T0 + 1).await.unwrap();
+    r.refresh(t0.as_str(), "app", None, None, None, T0 + 1)
+        .await
+        .unwrap();
     // Reuse: the family is revoked and listed.
     assert!(matches!(
-        r.refresh(t0.as_str(), None, None, T0 + 2).await,
+        r.refresh(t0.as_str(), "app", None, None, None, T0 + 2)
+            .await,
         Err(Error::ReuseDetected)
     ));
     let (_, g) = r.issue("bob", "app", &[], None, T0).await.unwrap();
@@ -311,12 +315,13 @@ async fn all_fail_closed(
     }
     let req = RevokeRequest {
         reason: RevocationReason::FamilyRevoked,
+        client_id: None,
         now: T0 + 5,
         revocation_ttl: 300,
     };
     fails!("issue", r.issue("carol", "app", &[], None, T0 + 5));
-    fails!("refresh", r.refresh(token, None, None, T0 + 5));
-    fails!("revoke_token", r.revoke_token(token, T0 + 5));
+    fails!("refresh", r.refresh(token, "app", None, None, None, T0 + 5));
+    fails!("revoke_token", r.revoke_token(token, "app", T0 + 5));
     fails!("revoke_family", store.revoke_family(&id, None, &req));
     fails!("revoke_subject", r.revoke_subject("alice", T0 + 5));
     fails!("families_of", store.families_of("alice"));
@@ -346,7 +351,7 @@ async fn server_killed_then_restarted() {
     let mut sub = store.subscribe();
     let (t0, f) = r.issue("alice", "app", &[], None, T0).await.unwrap();
     let t1 = r
-        .refresh(t0.as_str(), None, None, T0 + 1)
+        .refresh(t0.as_str(), "app", None, None, None, T0 + 1)
         .await
         .unwrap()
         .token;
@@ -401,16 +406,18 @@ async fn server_killed_then_restarted() {
         }
     };
     let u1 = r
-        .refresh(u0.as_str(), None, None, T0 + 11)
+        .refresh(u0.as_str(), "app", None, None, None, T0 + 11)
         .await
         .unwrap()
         .token;
     assert!(matches!(
-        r.refresh(u0.as_str(), None, None, T0 + 12).await,
+        r.refresh(u0.as_str(), "app", None, None, None, T0 + 12)
+            .await,
         Err(Error::ReuseDetected)
     ));
     assert!(matches!(
-        r.refresh(u1.as_str(), None, None, T0 + 13).await,
+        r.refresh(u1.as_str(), "app", None, None, None, T0 + 13)
+            .await,
         Err(Error::Revoked)
     ));
     assert!(store.is_revoked(&g.id, T0 + 13).await.unwrap());
@@ -438,7 +445,7 @@ async fn stalled_server_times_out() {
     let r = rotator(&store);
     let (t0, f) = r.issue("alice", "app", &[], None, T0).await.unwrap();
     let t1 = r
-        .refresh(t0.as_str(), None, None, T0 + 1)
+        .refresh(t0.as_str(), "app", None, None, None, T0 + 1)
         .await
         .unwrap()
         .token;
@@ -467,7 +474,9 @@ async fn stalled_server_times_out() {
     // The token presented during the stall may or may not have rotated (the contract of an
     // error); a fresh family works normally.
     let (u0, _) = r.issue("alice", "app", &[], None, T0 + 2).await.unwrap();
-    r.refresh(u0.as_str(), None, None, T0 + 3).await.unwrap();
+    r.refresh(u0.as_str(), "app", None, None, None, T0 + 3)
+        .await
+        .unwrap();
 }
 
 /// The pub/sub connection is cut and a revocation is made (by another instance) while it is
@@ -579,7 +588,7 @@ async fn unexpected_data_fails_closed() {
     for garbage in ["not json", "{}", "[1,2,3]", r#"{"id":"x"}"#] {
         server.command(&["SET", &family_key, garbage]).unwrap();
         let e = r
-            .refresh(t0.as_str(), None, None, T0 + 1)
+            .refresh(t0.as_str(), "app", None, None, None, T0 + 1)
             .await
             .unwrap_err();
         assert!(is_store_error(&e), "{garbage}: {e:?}");
@@ -624,7 +633,7 @@ async fn forged_token_leaves_family_untouched() {
     let r = rotator(&store);
     let (t0, f) = r.issue("alice", "app", &[], None, T0).await.unwrap();
     let t1 = r
-        .refresh(t0.as_str(), None, None, T0 + 1)
+        .refresh(t0.as_str(), "app", None, None, None, T0 + 1)
         .await
         .unwrap()
         .token;
@@ -634,23 +643,148 @@ async fn forged_token_leaves_family_untouched() {
     for _ in 0..5 {
         let forged = token_refresh::RefreshToken::generate(f.id).unwrap();
         assert!(matches!(
-            r.refresh(forged.as_str(), None, None, T0 + 2).await,
+            r.refresh(forged.as_str(), "app", None, None, None, T0 + 2)
+                .await,
             Err(Error::ForgedToken)
         ));
         assert_eq!(
-            r.revoke_token(forged.as_str(), T0 + 2).await.unwrap(),
+            r.revoke_token(forged.as_str(), "app", T0 + 2)
+                .await
+                .unwrap(),
             RevokeOutcome::Forged
         );
         // The real token under the wrong pepper is forged too.
         let wrong = Rotator::new(Arc::new(store.clone()), pepper.clone(), r.config().clone());
         assert!(matches!(
-            wrong.refresh(t1.as_str(), None, None, T0 + 2).await,
+            wrong
+                .refresh(t1.as_str(), "app", None, None, None, T0 + 2)
+                .await,
             Err(Error::ForgedToken)
         ));
     }
     assert_eq!(server.command(&["GET", &key]).unwrap(), stored);
     assert!(!store.is_revoked(&f.id, T0 + 2).await.unwrap());
-    r.refresh(t1.as_str(), None, None, T0 + 3).await.unwrap();
+    r.refresh(t1.as_str(), "app", None, None, None, T0 + 3)
+        .await
+        .unwrap();
+}
+
+/// A family document of the previous format (no `audience`, `claims_json` or `access_ttl`
+/// keys), as `create` wrote it and as the old rotation script rewrote it (`cjson`: `{}` for an
+/// empty list, `/` escaped, its own key order): it reads back with the defaults (no audience,
+/// no claims, no lifetime), refreshes, stays bound to its client, and the scripts write it
+/// back without inventing those keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_format_family_still_refreshes() {
+    let server = start_server();
+    let prefix = fresh_prefix();
+    let store = connect(config(&server.url(), &prefix)).await;
+    let r = rotator(&store);
+    let get_raw = |key: &str| server.command(&["GET", key]).unwrap().text().unwrap();
+
+    // As `create` wrote it.
+    let scopes = ["read".to_owned(), "write".to_owned()];
+    let (t0, f) = r.issue("alice", "app", &scopes, None, T0).await.unwrap();
+    let key = format!("{prefix}f:{{{}}}", f.id);
+    let old = format!(
+        concat!(
+            r#"{{"id":"{id}","subject":"alice","client_id":"app","scopes":["read","write"],"#,
+            r#""dpop_jkt":null,"created_at":{created},"absolute_expires_at":{absolute},"#,
+            r#""idle_expires_at":{idle},"generation":0,"current_hash":"{hash}","rotated":[],"#,
+            r#""rotated_at":null,"grace":null,"revoked":null}}"#
+        ),
+        id = f.id,
+        created = f.created_at,
+        absolute = f.absolute_expires_at,
+        idle = f.idle_expires_at,
+        hash = f.current_hash.to_base64url(),
+    );
+    server.command(&["SET", &key, &old]).unwrap();
+    let read = store.get(&f.id).await.unwrap().unwrap();
+    assert_eq!(read, f);
+    assert!(read.audience.is_empty() && read.claims_json.is_none() && read.access_ttl.is_none());
+
+    // Another client is refused; its own client refreshes, narrowing scopes as before.
+    assert!(matches!(
+        r.refresh(t0.as_str(), "other", None, None, None, T0 + 1)
+            .await,
+        Err(Error::ClientMismatch)
+    ));
+    assert_eq!(get_raw(&key), old, "a refusal rewrites nothing");
+    let read_only = ["read".to_owned()];
+    let out = r
+        .refresh(t0.as_str(), "app", None, Some(&read_only), None, T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(out.scopes, read_only);
+    assert_eq!(out.family.generation, 1);
+    assert_eq!(out.family.scopes, scopes);
+    assert!(out.family.audience.is_empty());
+    assert_eq!(
+        (out.family.claims_json.as_deref(), out.family.access_ttl),
+        (None, None)
+    );
+    assert_eq!(store.get(&f.id).await.unwrap().unwrap(), out.family);
+    let rewritten = get_raw(&key);
+    for field in ["audience", "claims_json", "access_ttl"] {
+        assert!(!rewritten.contains(field), "{field} invented: {rewritten}");
+    }
+    let t2 = r
+        .refresh(out.token.as_str(), "app", None, None, None, T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(t2.scopes, scopes);
+
+    // As the old rotation script rewrote one (empty lists as `{}`, `/` escaped), then its
+    // revocation by token.
+    let (u0, g) = r.issue("team/bob", "app", &[], None, T0).await.unwrap();
+    let key = format!("{prefix}f:{{{}}}", g.id);
+    let old = format!(
+        concat!(
+            r#"{{"rotated":{{}},"grace":null,"client_id":"app","generation":0,"#,
+            r#""idle_expires_at":{idle},"subject":"team\/bob","revoked":null,"scopes":{{}},"#,
+            r#""current_hash":"{hash}","id":"{id}","created_at":{created},"#,
+            r#""absolute_expires_at":{absolute},"rotated_at":null,"dpop_jkt":null}}"#
+        ),
+        id = g.id,
+        created = g.created_at,
+        absolute = g.absolute_expires_at,
+        idle = g.idle_expires_at,
+        hash = g.current_hash.to_base64url(),
+    );
+    server.command(&["SET", &key, &old]).unwrap();
+    assert_eq!(store.get(&g.id).await.unwrap().unwrap(), g);
+    let u1 = r
+        .refresh(u0.as_str(), "app", None, None, None, T0 + 1)
+        .await
+        .unwrap();
+    assert!(u1.family.scopes.is_empty() && u1.family.audience.is_empty());
+    assert_eq!(
+        r.revoke_token(u1.token.as_str(), "other", T0 + 2)
+            .await
+            .unwrap(),
+        RevokeOutcome::ClientMismatch
+    );
+    let RevokeOutcome::Revoked(revoked) = r
+        .revoke_token(u1.token.as_str(), "app", T0 + 2)
+        .await
+        .unwrap()
+    else {
+        panic!("the old family is revoked by its client")
+    };
+    assert_eq!(
+        revoked.revoked.map(|rev| rev.reason),
+        Some(RevocationReason::TokenRevoked)
+    );
+    let stored = store.get(&g.id).await.unwrap().unwrap();
+    assert_eq!(stored, revoked);
+    assert!(
+        stored.audience.is_empty() && stored.claims_json.is_none() && stored.access_ttl.is_none()
+    );
+    let rewritten = get_raw(&key);
+    for field in ["audience", "claims_json", "access_ttl"] {
+        assert!(!rewritten.contains(field), "{field} invented: {rewritten}");
+    }
 }
 
 /// Connection failures are reported at connect time, and never show the password.

@@ -1,6 +1,7 @@
-//! The Python virtual environment of the KMS tests: `moto_server` (a local AWS KMS emulator)
-//! and PyJWT (JWT checks by a second implementation), at the versions of
-//! [`REQUIREMENTS`] (`requirements.txt` of this crate, which `cargo xtask ci` installs too).
+//! The Python virtual environment of the tests: `moto_server` (a local AWS KMS emulator), PyJWT
+//! (JWT checks by a second implementation), grpcio (the README's Python client) and
+//! kubernetes-validate (the deployment checks), at the versions of [`REQUIREMENTS`]
+//! (`requirements.txt` of this crate, which `cargo xtask ci` installs too).
 //!
 //! [`Venv::ready`] finds the environment and creates it when it is missing, so `cargo test`
 //! on a fresh clone works without a prior `cargo xtask ci`:
@@ -239,9 +240,23 @@ mod tests {
     #[test]
     fn the_requirements_are_pinned() {
         let packages = packages();
-        assert_eq!(packages.len(), 2, "{packages:?}");
-        assert!(packages.iter().all(|p| p.contains("==")), "{packages:?}");
-        assert!(packages.iter().any(|p| p.starts_with("moto[server]==")));
+        assert!(
+            packages.iter().all(|p| p
+                .split_once("==")
+                .is_some_and(|(name, version)| { !name.is_empty() && !version.is_empty() })),
+            "every requirement is `name==version`: {packages:?}"
+        );
+        for name in [
+            "moto[server]",
+            "PyJWT[crypto]",
+            "grpcio",
+            "kubernetes-validate",
+        ] {
+            assert!(
+                packages.iter().any(|p| p.starts_with(&format!("{name}=="))),
+                "{name} is pinned: {packages:?}"
+            );
+        }
     }
 
     #[test]

@@ -51,9 +51,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::{
-    Error, Family, FamilyId, FamilyStore, Pepper, RefreshOutcome, RefreshToken, RevocationEvent,
-    RevocationList, RevocationReason, RevocationSubscription, RevokeOutcome, RevokeRequest,
-    RotateOutcome, RotateRequest, Rotator, RotatorConfig, StoreFuture, TokenHash,
+    Error, Family, FamilyId, FamilyStore, GrantDetails, Pepper, RefreshOutcome, RefreshToken,
+    RevocationEvent, RevocationList, RevocationReason, RevocationSubscription, RevokeOutcome,
+    RevokeRequest, RotateOutcome, RotateRequest, Rotator, RotatorConfig, StoreFuture, TokenHash,
 };
 
 /// A boxed `Send` future.
@@ -112,6 +112,11 @@ pub fn test_pepper() -> Pepper {
     Pepper::new(*b"conformance-suite-pepper-32bytes").unwrap()
 }
 
+/// The client every family of the suite is granted to.
+const CLIENT: &str = "client-1";
+/// Another client, presenting tokens of `CLIENT`'s families.
+const OTHER_CLIENT: &str = "client-2";
+
 fn scopes(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -142,7 +147,7 @@ fn rotator(b: &Backend, config: RotatorConfig) -> Rotator {
 }
 
 async fn issue(r: &Rotator, subject: &str, jkt: Option<&str>) -> (RefreshToken, Family) {
-    r.issue(subject, "client-1", &scopes(&["read", "write"]), jkt, T0)
+    r.issue(subject, CLIENT, &scopes(&["read", "write"]), jkt, T0)
         .await
         .expect("issue")
 }
@@ -153,14 +158,20 @@ async fn refresh_ok(
     jkt: Option<&str>,
     now: i64,
 ) -> RefreshOutcome {
-    match r.refresh(token.as_str(), jkt, None, now).await {
+    match r
+        .refresh(token.as_str(), CLIENT, jkt, None, None, now)
+        .await
+    {
         Ok(out) => out,
         Err(e) => panic!("refresh expected to succeed, got {e:?}"),
     }
 }
 
 async fn refresh_err(r: &Rotator, token: &RefreshToken, jkt: Option<&str>, now: i64) -> Error {
-    match r.refresh(token.as_str(), jkt, None, now).await {
+    match r
+        .refresh(token.as_str(), CLIENT, jkt, None, None, now)
+        .await
+    {
         Ok(out) => panic!("refresh expected to fail, got {out:?}"),
         Err(e) => e,
     }
@@ -225,6 +236,9 @@ pub async fn run_all(h: &dyn Harness) {
     grace_disabled_later_is_reuse(h).await;
     dpop_binding(h).await;
     down_scoping(h).await;
+    grant_is_kept(h).await;
+    client_binding(h).await;
+    narrowing_only(h).await;
     absolute_expiry_never_extended(h).await;
     idle_expiry_renewed(h).await;
     bounded_history(h).await;
@@ -319,7 +333,9 @@ pub async fn forged_token_leaves_family_usable(h: &dyn Harness) {
             Error::ForgedToken
         ));
         assert_eq!(
-            r.revoke_token(forged.as_str(), T0 + 2).await.unwrap(),
+            r.revoke_token(forged.as_str(), CLIENT, T0 + 2)
+                .await
+                .unwrap(),
             RevokeOutcome::Forged
         );
     }
@@ -398,12 +414,37 @@ pub async fn refused_before_store_lookup(h: &dyn Harness) {
         (typo, |e| matches!(e, Error::TokenChecksum)),
     ];
     for (text, expected) in cases {
-        let e = r.refresh(&text, None, None, T0 + 1).await.unwrap_err();
+        let e = r
+            .refresh(&text, CLIENT, None, None, None, T0 + 1)
+            .await
+            .unwrap_err();
         assert!(expected(&e), "{e:?}");
         assert!(e.is_format_error());
         assert_eq!(e.oauth_error().as_str(), "invalid_grant");
-        let e = r.revoke_token(&text, T0 + 1).await.unwrap_err();
+        let e = r.revoke_token(&text, CLIENT, T0 + 1).await.unwrap_err();
         assert!(expected(&e), "{e:?}");
+    }
+    // A client id no family can have been granted to, and an audience no family can have,
+    // are refused before the lookup too.
+    for client in [String::new(), "c".repeat(crate::MAX_ID_BYTES + 1)] {
+        let e = r
+            .refresh(good, &client, None, None, None, T0 + 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::ClientMismatch), "{e:?}");
+        assert_eq!(e.oauth_error().as_str(), "invalid_grant");
+    }
+    let long = vec!["a".repeat(crate::MAX_ID_BYTES + 1)];
+    let many: Vec<String> = (0..=crate::MAX_AUDIENCES)
+        .map(|i| format!("https://{i}.example"))
+        .collect();
+    for audience in [long, many] {
+        let e = r
+            .refresh(good, CLIENT, None, None, Some(&audience), T0 + 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::AudienceExceeded), "{e:?}");
+        assert_eq!(e.oauth_error().as_str(), "invalid_target");
     }
     assert_eq!(counting.calls.load(Ordering::SeqCst), before);
     refresh_ok(&r, &t0, None, T0 + 2).await;
@@ -419,7 +460,7 @@ pub async fn unknown_family(h: &dyn Harness) {
         Error::UnknownFamily
     ));
     assert_eq!(
-        r.revoke_token(stray.as_str(), T0).await.unwrap(),
+        r.revoke_token(stray.as_str(), CLIENT, T0).await.unwrap(),
         RevokeOutcome::NotFound
     );
     assert_eq!(
@@ -633,7 +674,7 @@ pub async fn down_scoping(h: &dyn Harness) {
     let (t0, f) = issue(&r, "alice", None).await;
     let more = scopes(&["read", "admin"]);
     let e = r
-        .refresh(t0.as_str(), None, Some(&more), T0 + 1)
+        .refresh(t0.as_str(), CLIENT, None, Some(&more), None, T0 + 1)
         .await
         .unwrap_err();
     assert!(matches!(e, Error::ScopeExceeded));
@@ -642,7 +683,7 @@ pub async fn down_scoping(h: &dyn Harness) {
 
     let read = scopes(&["read", "read"]);
     let out = r
-        .refresh(t0.as_str(), None, Some(&read), T0 + 2)
+        .refresh(t0.as_str(), CLIENT, None, Some(&read), None, T0 + 2)
         .await
         .unwrap();
     assert_eq!(out.scopes, scopes(&["read"]));
@@ -652,11 +693,467 @@ pub async fn down_scoping(h: &dyn Harness) {
     assert_eq!(out.scopes, scopes(&["read", "write"]));
     let bad = scopes(&["not a scope"]);
     assert!(matches!(
-        r.refresh(out.token.as_str(), None, Some(&bad), T0 + 4)
+        r.refresh(out.token.as_str(), CLIENT, None, Some(&bad), None, T0 + 4)
             .await
             .unwrap_err(),
         Error::ScopeExceeded
     ));
+}
+
+// ---- the whole grant, client binding, narrowing ------------------------------------------
+
+/// The audiences of the families of [`grant_is_kept`], [`client_binding`] and
+/// [`narrowing_only`].
+const AUDIENCE: [&str; 2] = ["https://api.example", "https://b.example"];
+/// Their custom claims: JSON text that a store decoding it would rewrite (a number beyond a
+/// double's precision, an empty array and an empty object, a `/`, a non-ASCII character, an
+/// escaped NUL), so it must be kept as text.
+const CLAIMS: &str = r#"{"n":12345678901234567890,"e":[],"o":{},"p":"a/b","u":"é\u0000"}"#;
+/// Their access-token lifetime.
+const ACCESS_TTL: u32 = 120;
+
+fn grant() -> GrantDetails {
+    GrantDetails {
+        audience: scopes(&AUDIENCE),
+        claims_json: Some(CLAIMS.to_owned()),
+        access_ttl: Some(ACCESS_TTL),
+    }
+}
+
+/// Issues a family of `CLIENT` with scopes `read write` and the whole [`grant`].
+async fn issue_grant(r: &Rotator, subject: &str, jkt: Option<&str>) -> (RefreshToken, Family) {
+    r.issue_with(
+        subject,
+        CLIENT,
+        &scopes(&["read", "write"]),
+        jkt,
+        &grant(),
+        T0,
+    )
+    .await
+    .expect("issue_with")
+}
+
+/// `f` carries the whole grant of [`issue_grant`], byte for byte.
+fn assert_grant(what: &str, f: &Family) {
+    assert_eq!(f.client_id, CLIENT, "{what}: client");
+    assert_eq!(f.scopes, scopes(&["read", "write"]), "{what}: scopes");
+    assert_eq!(f.audience, scopes(&AUDIENCE), "{what}: audience");
+    assert_eq!(
+        f.claims_json.as_deref().map(str::as_bytes),
+        Some(CLAIMS.as_bytes()),
+        "{what}: claims"
+    );
+    assert_eq!(
+        f.access_ttl,
+        Some(ACCESS_TTL),
+        "{what}: access-token lifetime"
+    );
+}
+
+/// The stored family, checked with [`assert_grant`].
+async fn stored_grant(b: &Backend, what: &str, id: FamilyId) -> Family {
+    let stored = b
+        .store
+        .get(&id)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{what}: family not stored"));
+    assert_grant(&format!("{what} (stored)"), &stored);
+    stored
+}
+
+/// The family keeps its whole grant (audiences, custom claims as the exact text given, the
+/// access-token lifetime) through rotation, grace retries, narrowing refreshes, reuse and
+/// every kind of revocation; a family issued without them reads back without them.
+pub async fn grant_is_kept(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, grace_config(30, 3));
+    let (t0, f) = issue_grant(&r, "alice", None).await;
+    assert_grant("issue", &f);
+    assert_eq!(stored_grant(&b, "issue", f.id).await, f);
+
+    let first = refresh_ok(&r, &t0, None, T0 + 1).await;
+    assert_eq!(first.scopes, scopes(&["read", "write"]));
+    assert_grant("rotation", &first.family);
+    assert_eq!(stored_grant(&b, "rotation", f.id).await, first.family);
+
+    let retry = refresh_ok(&r, &t0, None, T0 + 2).await;
+    assert!(retry.is_grace_retry);
+    assert_eq!(retry.token, first.token);
+    assert_grant("grace retry", &retry.family);
+    assert_eq!(stored_grant(&b, "grace retry", f.id).await, retry.family);
+
+    // Narrowing is for the one token: the family keeps all of it.
+    let read = scopes(&["read"]);
+    let one_audience = scopes(&["https://b.example"]);
+    let narrow_retry = r
+        .refresh(
+            t0.as_str(),
+            CLIENT,
+            None,
+            Some(&read),
+            Some(&one_audience),
+            T0 + 3,
+        )
+        .await
+        .unwrap();
+    assert!(narrow_retry.is_grace_retry);
+    assert_eq!(narrow_retry.token, first.token);
+    assert_eq!(narrow_retry.scopes, read);
+    assert_grant("narrowing grace retry", &narrow_retry.family);
+    assert_eq!(
+        stored_grant(&b, "narrowing grace retry", f.id).await,
+        narrow_retry.family
+    );
+
+    let narrow = r
+        .refresh(
+            first.token.as_str(),
+            CLIENT,
+            None,
+            Some(&read),
+            Some(&one_audience),
+            T0 + 4,
+        )
+        .await
+        .unwrap();
+    assert!(!narrow.is_grace_retry);
+    assert_eq!(narrow.family.generation, 2);
+    assert_eq!(narrow.scopes, read);
+    assert_grant("narrowing rotation", &narrow.family);
+    assert_eq!(
+        stored_grant(&b, "narrowing rotation", f.id).await,
+        narrow.family
+    );
+
+    // The next refresh gets the whole grant again.
+    let whole = refresh_ok(&r, &narrow.token, None, T0 + 5).await;
+    assert_eq!(whole.scopes, scopes(&["read", "write"]));
+    assert_grant("rotation after narrowing", &whole.family);
+
+    let out = r
+        .revoke_token(whole.token.as_str(), CLIENT, T0 + 6)
+        .await
+        .unwrap();
+    let RevokeOutcome::Revoked(revoked) = out else {
+        panic!("{out:?}")
+    };
+    assert_grant("revocation by token", &revoked);
+    assert_eq!(stored_grant(&b, "revocation by token", f.id).await, revoked);
+
+    // Reuse, revocation by family id and by subject keep it too.
+    let (u0, u) = issue_grant(&r, "bob", Some("jkt-A")).await;
+    let u1 = refresh_ok(&r, &u0, Some("jkt-A"), T0 + 1).await;
+    refresh_ok(&r, &u1.token, Some("jkt-A"), T0 + 2).await;
+    assert!(matches!(
+        refresh_err(&r, &u0, Some("jkt-A"), T0 + 3).await,
+        Error::ReuseDetected
+    ));
+    let stored = stored_grant(&b, "reuse", u.id).await;
+    assert_eq!(stored.dpop_jkt.as_deref(), Some("jkt-A"));
+    assert!(stored.revoked.is_some());
+    let (_, v) = issue_grant(&r, "carol", None).await;
+    let out = r.revoke_family(&v.id, T0 + 1).await.unwrap();
+    let RevokeOutcome::Revoked(revoked) = out else {
+        panic!("{out:?}")
+    };
+    assert_grant("revocation by family", &revoked);
+    stored_grant(&b, "revocation by family", v.id).await;
+    let (_, w) = issue_grant(&r, "dave", None).await;
+    assert_eq!(r.revoke_subject("dave", T0 + 1).await.unwrap(), 1);
+    stored_grant(&b, "revocation by subject", w.id).await;
+
+    // Without details: no audience, no claims, no lifetime, before and after a rotation.
+    let (x0, x) = issue(&r, "erin", None).await;
+    let out = refresh_ok(&r, &x0, None, T0 + 1).await;
+    for (what, f) in [
+        ("issue", x.clone()),
+        ("rotation", out.family),
+        ("stored", b.store.get(&x.id).await.unwrap().unwrap()),
+    ] {
+        assert!(f.audience.is_empty(), "{what}: {f:?}");
+        assert_eq!(f.claims_json, None, "{what}");
+        assert_eq!(f.access_ttl, None, "{what}");
+    }
+}
+
+/// Whether `id` is on the revocation list at `now`, by lookup or by enumeration.
+async fn listed(b: &Backend, id: FamilyId, now: i64) -> bool {
+    let enumerated = b
+        .revocations
+        .revoked(now)
+        .await
+        .expect("revoked")
+        .iter()
+        .any(|e| e.family_id == id);
+    let looked_up = is_revoked(b, id, now).await;
+    assert_eq!(enumerated, looked_up, "lookup and enumeration disagree");
+    looked_up
+}
+
+/// A refresh of `token` by [`OTHER_CLIENT`], expected to fail.
+async fn other_client_err(r: &Rotator, token: &RefreshToken, now: i64) -> Error {
+    match r
+        .refresh(token.as_str(), OTHER_CLIENT, None, None, None, now)
+        .await
+    {
+        Ok(out) => panic!("a refresh by another client succeeded: {out:?}"),
+        Err(e) => e,
+    }
+}
+
+/// A family answers its own client only. Another client presenting its current token, or a
+/// rotated one (no reuse detection), or trying to revoke it by token, is refused
+/// (`invalid_grant`, [`RevokeOutcome::ClientMismatch`]) and changes nothing: no rotation, no
+/// revocation, no listing, no event, no grace retry used up; the rightful client carries on.
+/// Forged, revoked and expired tokens are refused as such first; the client is checked
+/// before the DPoP key and the requested scopes and audiences.
+pub async fn client_binding(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, config());
+    let mut sub = b.revocations.subscribe();
+    let (t0, f) = issue_grant(&r, "alice", None).await;
+
+    // The current token, presented by another client.
+    let e = other_client_err(&r, &t0, T0 + 1).await;
+    assert!(matches!(e, Error::ClientMismatch), "{e:?}");
+    assert_eq!(e.oauth_error().as_str(), "invalid_grant");
+    assert!(!e.is_format_error());
+    // Even asking for scopes and audiences the family does not have: the client comes first.
+    let e = r
+        .refresh(
+            t0.as_str(),
+            OTHER_CLIENT,
+            None,
+            Some(&scopes(&["admin"])),
+            Some(&scopes(&["https://evil.example"])),
+            T0 + 1,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::ClientMismatch), "{e:?}");
+    assert_eq!(
+        b.store.get(&f.id).await.unwrap().unwrap(),
+        f,
+        "a refused refresh leaves the family untouched"
+    );
+    assert!(!listed(&b, f.id, T0 + 1).await);
+
+    // The rightful client rotates; the rotated and the current token, presented by another
+    // client: refused, not reuse.
+    let t1 = refresh_ok(&r, &t0, None, T0 + 2).await;
+    for (what, token) in [("rotated", &t0), ("current", &t1.token)] {
+        let e = other_client_err(&r, token, T0 + 3).await;
+        assert!(matches!(e, Error::ClientMismatch), "{what}: {e:?}");
+    }
+    assert_eq!(b.store.get(&f.id).await.unwrap().unwrap(), t1.family);
+    assert!(!listed(&b, f.id, T0 + 3).await);
+
+    // Revocation by token, by another client: refused for every token of the family.
+    for (what, token) in [("rotated", &t0), ("current", &t1.token)] {
+        assert_eq!(
+            r.revoke_token(token.as_str(), OTHER_CLIENT, T0 + 4)
+                .await
+                .unwrap(),
+            RevokeOutcome::ClientMismatch,
+            "{what}"
+        );
+    }
+    let stored = b.store.get(&f.id).await.unwrap().unwrap();
+    assert_eq!(stored, t1.family);
+    assert!(stored.revoked.is_none());
+    assert!(!listed(&b, f.id, T0 + 4).await);
+
+    // Its own client carries on.
+    let t2 = refresh_ok(&r, &t1.token, None, T0 + 5).await;
+    assert_eq!(t2.family.generation, 2);
+    assert_grant("rotation after refusals", &t2.family);
+    assert_eq!(b.store.get(&f.id).await.unwrap().unwrap(), t2.family);
+
+    // A forged token is forged whoever presents it.
+    let forged = RefreshToken::generate(f.id).unwrap();
+    assert!(matches!(
+        other_client_err(&r, &forged, T0 + 6).await,
+        Error::ForgedToken
+    ));
+    assert_eq!(
+        r.revoke_token(forged.as_str(), OTHER_CLIENT, T0 + 6)
+            .await
+            .unwrap(),
+        RevokeOutcome::Forged
+    );
+
+    // Reuse by its own client revokes as usual; then another client sees a revoked family,
+    // and still cannot revoke by token.
+    assert!(matches!(
+        refresh_err(&r, &t0, None, T0 + 7).await,
+        Error::ReuseDetected
+    ));
+    assert!(matches!(
+        other_client_err(&r, &t2.token, T0 + 8).await,
+        Error::Revoked
+    ));
+    assert_eq!(
+        r.revoke_token(t2.token.as_str(), OTHER_CLIENT, T0 + 8)
+            .await
+            .unwrap(),
+        RevokeOutcome::ClientMismatch
+    );
+    assert_eq!(
+        r.revoke_token(t2.token.as_str(), CLIENT, T0 + 8)
+            .await
+            .unwrap(),
+        RevokeOutcome::AlreadyRevoked
+    );
+    let stored = b.store.get(&f.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.revoked.map(|rev| (rev.reason, rev.at)),
+        Some((RevocationReason::ReuseDetected, T0 + 7))
+    );
+
+    // On a DPoP-bound family the client is checked before the key.
+    let (d0, d) = issue_grant(&r, "bob", Some("jkt-A")).await;
+    for jkt in [Some("jkt-A"), Some("jkt-B"), None] {
+        let e = r
+            .refresh(d0.as_str(), OTHER_CLIENT, jkt, None, None, T0 + 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::ClientMismatch), "{jkt:?}: {e:?}");
+    }
+    assert_eq!(b.store.get(&d.id).await.unwrap().unwrap(), d);
+    refresh_ok(&r, &d0, Some("jkt-A"), T0 + 2).await;
+
+    // With grace on, the previous token presented by another client is no retry: the
+    // retry is not used up, and its own client gets it.
+    let g = rotator(&b, grace_config(30, 1));
+    let (g0, gf) = issue_grant(&g, "carol", None).await;
+    let g1 = refresh_ok(&g, &g0, None, T0 + 1).await;
+    let e = g
+        .refresh(g0.as_str(), OTHER_CLIENT, None, None, None, T0 + 2)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::ClientMismatch), "{e:?}");
+    assert_eq!(b.store.get(&gf.id).await.unwrap().unwrap(), g1.family);
+    let retry = refresh_ok(&g, &g0, None, T0 + 3).await;
+    assert!(retry.is_grace_retry);
+    assert_eq!(retry.token, g1.token);
+
+    // An expired family is expired (or gone) whoever asks.
+    let e = other_client_err(&r, &g1.token, T0 + 10_000).await;
+    assert!(expired_or_gone(&e), "{e:?}");
+
+    // Only the reuse published an event.
+    let events = collect_events(h, &mut sub, &[f.id]).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].family_id, f.id);
+    assert_eq!(events[0].reason, RevocationReason::ReuseDetected);
+}
+
+/// A refresh by [`CLIENT`] asking for `requested_scopes` and `requested_audience`.
+async fn narrowed(
+    r: &Rotator,
+    token: &RefreshToken,
+    requested_scopes: Option<&[String]>,
+    requested_audience: Option<&[String]>,
+    now: i64,
+) -> crate::Result<RefreshOutcome> {
+    r.refresh(
+        token.as_str(),
+        CLIENT,
+        None,
+        requested_scopes,
+        requested_audience,
+        now,
+    )
+    .await
+}
+
+/// A refresh may narrow scopes and audiences, never widen them: a wider scope request is
+/// `invalid_scope`, a wider audience request `invalid_target` (scopes are checked first),
+/// for the current token and for a grace retry alike; neither consumes the token, uses up
+/// a retry or changes the family. A family granted no audience refuses any.
+pub async fn narrowing_only(h: &dyn Harness) {
+    let b = h.backend().await;
+    let r = rotator(&b, grace_config(30, 1));
+    let (t0, f) = issue_grant(&r, "alice", None).await;
+    let wider_scopes = scopes(&["read", "admin"]);
+    let wider_audience = scopes(&["https://api.example", "https://evil.example"]);
+    let read = scopes(&["read"]);
+    let api = scopes(&["https://api.example"]);
+    type Expect = fn(&Error) -> bool;
+    type Refusal<'a> = (Option<&'a [String]>, Option<&'a [String]>, Expect, &'a str);
+    let refusals: [Refusal<'_>; 4] = [
+        (
+            Some(&wider_scopes),
+            None,
+            |e| matches!(e, Error::ScopeExceeded),
+            "invalid_scope",
+        ),
+        (
+            None,
+            Some(&wider_audience),
+            |e| matches!(e, Error::AudienceExceeded),
+            "invalid_target",
+        ),
+        (
+            Some(&wider_scopes),
+            Some(&wider_audience),
+            |e| matches!(e, Error::ScopeExceeded),
+            "invalid_scope",
+        ),
+        (
+            Some(&read),
+            Some(&wider_audience),
+            |e| matches!(e, Error::AudienceExceeded),
+            "invalid_target",
+        ),
+    ];
+    for (s, a, expected, code) in &refusals {
+        let e = narrowed(&r, &t0, *s, *a, T0 + 1).await.unwrap_err();
+        assert!(expected(&e), "{s:?} {a:?}: {e:?}");
+        assert_eq!(e.oauth_error().as_str(), *code);
+        assert_eq!(b.store.get(&f.id).await.unwrap().unwrap(), f);
+    }
+    assert!(!is_revoked(&b, f.id, T0 + 1).await);
+
+    // The current token still works, for a subset (duplicates are fine).
+    let twice = scopes(&["write", "write"]);
+    let api_twice = scopes(&["https://api.example", "https://api.example"]);
+    let out = narrowed(&r, &t0, Some(&twice), Some(&api_twice), T0 + 2)
+        .await
+        .unwrap();
+    assert!(!out.is_grace_retry);
+    assert_eq!(out.scopes, scopes(&["write"]));
+    assert_grant("narrowing rotation", &out.family);
+
+    // A grace retry is refused the same way, without using up the retry.
+    for (s, a, expected, _) in &refusals {
+        let e = narrowed(&r, &t0, *s, *a, T0 + 3).await.unwrap_err();
+        assert!(expected(&e), "grace retry {s:?} {a:?}: {e:?}");
+        assert_eq!(b.store.get(&f.id).await.unwrap().unwrap(), out.family);
+    }
+    let retry = narrowed(&r, &t0, Some(&read), Some(&api), T0 + 4)
+        .await
+        .unwrap();
+    assert!(retry.is_grace_retry);
+    assert_eq!(retry.token, out.token);
+    assert_eq!(retry.scopes, read);
+
+    // And the current token goes on rotating.
+    let next = refresh_ok(&r, &out.token, None, T0 + 5).await;
+    assert_eq!(next.family.generation, 2);
+    assert!(!is_revoked(&b, f.id, T0 + 5).await);
+
+    // A family granted no audience (as stored before audiences were kept) has none to
+    // narrow to.
+    let (u0, u) = issue(&r, "bob", None).await;
+    let e = narrowed(&r, &u0, None, Some(&api), T0 + 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::AudienceExceeded), "{e:?}");
+    assert_eq!(b.store.get(&u.id).await.unwrap().unwrap(), u);
+    refresh_ok(&r, &u0, None, T0 + 2).await;
 }
 
 // ---- expiry -------------------------------------------------------------------------------
@@ -754,7 +1251,7 @@ pub async fn revoke_by_token(h: &dyn Harness) {
     let r = rotator(&b, config());
     let (t0, f) = issue(&r, "alice", None).await;
     let t1 = refresh_ok(&r, &t0, None, T0 + 1).await.token;
-    let out = r.revoke_token(t1.as_str(), T0 + 2).await.unwrap();
+    let out = r.revoke_token(t1.as_str(), CLIENT, T0 + 2).await.unwrap();
     let RevokeOutcome::Revoked(revoked) = out else {
         panic!("{out:?}")
     };
@@ -767,7 +1264,7 @@ pub async fn revoke_by_token(h: &dyn Harness) {
         Error::Revoked
     ));
     assert_eq!(
-        r.revoke_token(t1.as_str(), T0 + 3).await.unwrap(),
+        r.revoke_token(t1.as_str(), CLIENT, T0 + 3).await.unwrap(),
         RevokeOutcome::AlreadyRevoked
     );
     assert!(is_revoked(&b, f.id, T0 + 3).await);
@@ -776,7 +1273,7 @@ pub async fn revoke_by_token(h: &dyn Harness) {
     let (u0, g) = issue(&r, "bob", None).await;
     let u1 = refresh_ok(&r, &u0, None, T0 + 1).await.token;
     assert!(matches!(
-        r.revoke_token(u0.as_str(), T0 + 2).await.unwrap(),
+        r.revoke_token(u0.as_str(), CLIENT, T0 + 2).await.unwrap(),
         RevokeOutcome::Revoked(_)
     ));
     assert!(matches!(
@@ -889,7 +1386,9 @@ pub async fn revocation_events(h: &dyn Harness) {
 
     refresh_ok(&r, &t0, None, T0 + 1).await;
     refresh_err(&r, &t0, None, T0 + 2).await;
-    r.revoke_token(t_tok.as_str(), T0 + 3).await.unwrap();
+    r.revoke_token(t_tok.as_str(), CLIENT, T0 + 3)
+        .await
+        .unwrap();
     r.revoke_family(&by_family.id, T0 + 4).await.unwrap();
     r.revoke_subject("bob", T0 + 5).await.unwrap();
 
@@ -956,7 +1455,10 @@ async fn race(h: &dyn Harness, r: &Arc<Rotator>, token: &RefreshToken, now: i64)
             while !go.load(Ordering::SeqCst) {
                 yield_now().await;
             }
-            let attempt = match r.refresh(token.as_str(), None, None, now).await {
+            let attempt = match r
+                .refresh(token.as_str(), CLIENT, None, None, None, now)
+                .await
+            {
                 Ok(out) if out.is_grace_retry => Attempt::Grace(out.token.as_str().to_owned()),
                 Ok(out) => Attempt::Rotated(out.token.as_str().to_owned()),
                 Err(Error::ReuseDetected) => Attempt::Reuse,
@@ -1019,7 +1521,10 @@ pub async fn concurrent_rotations(h: &dyn Harness, rounds: usize) {
         let Attempt::Rotated(text) = winners[0] else {
             unreachable!()
         };
-        let e = r.refresh(text, None, None, now + 1).await.unwrap_err();
+        let e = r
+            .refresh(text, CLIENT, None, None, None, now + 1)
+            .await
+            .unwrap_err();
         assert!(matches!(e, Error::Revoked), "{e:?}");
         let stored = b.store.get(&f.id).await.unwrap().unwrap();
         assert_eq!(

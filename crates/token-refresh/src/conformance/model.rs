@@ -2,6 +2,10 @@
 //! revoke (token, family, subject) / clock advance, applied both to a small reference model
 //! (written independently of [`decide`](crate::decide): it tracks every token by generation)
 //! and to a [`Rotator`] over the backend under test, which must agree at every step.
+//! Families are issued with arbitrary grants (audiences, custom claims, access-token
+//! lifetime) that every returned and stored state must keep; refreshes narrow scopes and
+//! audiences, and refreshes and revocations by token come now and then from another client
+//! (refused, with nothing changed).
 //!
 //! Where a backend may legitimately differ (it may forget an expired family at any time after
 //! its expiry) the model accepts every allowed answer and follows the backend's choice.
@@ -25,9 +29,9 @@ use proptest::prelude::*;
 
 use super::{Harness, T0, test_pepper};
 use crate::{
-    Error, Family, FamilyId, GracePolicy, GraceState, MAX_ROTATED_HASHES, RefreshOutcome,
-    RefreshToken, Revocation, RevocationReason, RevokeOutcome, RevokeRequest, RotateRequest,
-    Rotator, RotatorConfig, SealedSuccessor, TokenHash,
+    Error, Family, FamilyId, GracePolicy, GraceState, GrantDetails, MAX_ROTATED_HASHES,
+    RefreshOutcome, RefreshToken, Revocation, RevocationReason, RevokeOutcome, RevokeRequest,
+    RotateRequest, Rotator, RotatorConfig, SealedSuccessor, TokenHash,
 };
 
 /// Scopes a family may be granted (an issue picks a non-empty subset).
@@ -35,6 +39,24 @@ pub const SCOPES: [&str; 4] = ["a", "b", "c", "d"];
 /// A scope never granted (requested to test `invalid_scope`).
 const UNGRANTED: &str = "e";
 const SUBJECTS: [&str; 3] = ["s0", "s1", "s2"];
+/// Audiences a family may be granted (an issue picks any subset, the empty one included).
+pub const AUDIENCES: [&str; 3] = ["https://a.example", "https://b.example/api", "urn:c:é"];
+/// An audience never granted (requested to test `invalid_target`).
+const UNGRANTED_AUDIENCE: &str = "https://never.example";
+/// Custom claims a family may be granted: none, or the text of a JSON object that a store
+/// must keep byte for byte (`/`, `"`, an escaped NUL, `é`, a number beyond a double's
+/// precision, empty containers).
+pub const CLAIMS: [Option<&str>; 5] = [
+    None,
+    Some("{}"),
+    Some(r#"{"p":"a/b","q":"\"x\"","z":"\u0000","e":"é"}"#),
+    Some(r#"{"n":12345678901234567890,"f":1.10,"e":[],"o":{}}"#),
+    Some(r#"{ "nested" : { "l" : [ 1 , "é/\\" ] } }"#),
+];
+/// The client the families are granted to.
+const CLIENT: &str = "client";
+/// Another client.
+const OTHER_CLIENT: &str = "client-other";
 const JKT: &str = "jkt-right";
 const OTHER_JKT: &str = "jkt-other";
 /// At most this many families per run (more `Issue`s are skipped).
@@ -93,6 +115,24 @@ pub fn config_strategy() -> impl Strategy<Value = ModelConfig> {
     })
 }
 
+/// Which client presents a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// The family's own client.
+    Right,
+    /// Another client.
+    Other,
+}
+
+impl Client {
+    fn id(self) -> &'static str {
+        match self {
+            Client::Right => CLIENT,
+            Client::Other => OTHER_CLIENT,
+        }
+    }
+}
+
 /// Which DPoP key a refresh presents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dpop {
@@ -108,7 +148,7 @@ pub enum Dpop {
 #[derive(Clone, Debug)]
 pub enum Op {
     /// Issue a family for subject `subject`, DPoP-bound or not, with the scopes of the mask
-    /// (bits over [`SCOPES`]).
+    /// (bits over [`SCOPES`]) and the audiences of the mask (bits over [`AUDIENCES`]).
     Issue {
         /// Subject number.
         subject: u8,
@@ -116,6 +156,12 @@ pub enum Op {
         bound: bool,
         /// Scope mask (non-zero).
         scopes: u8,
+        /// Audience mask (may be zero: no audience).
+        audience: u8,
+        /// Index into [`CLAIMS`].
+        claims: u8,
+        /// The access-token lifetime asked for (`Some(0)` is kept as none).
+        access_ttl: Option<u32>,
     },
     /// Present the token `back` generations before the current one (0: current, 1: the
     /// previous one, a grace retry candidate; beyond the remembered history: forged).
@@ -128,6 +174,10 @@ pub enum Op {
         dpop: Dpop,
         /// Requested scopes as a mask (bit 4 is a scope never granted), or all.
         scopes: Option<u8>,
+        /// Requested audiences as a mask (bit 3 is an audience never granted), or all.
+        audience: Option<u8>,
+        /// The client presenting the token.
+        client: Client,
     },
     /// Rotate the current token `times` times in a row (stopping at the first refusal).
     RotateMany {
@@ -147,6 +197,8 @@ pub enum Op {
         family: u8,
         /// Generations back.
         back: u8,
+        /// The client presenting the token.
+        client: Client,
     },
     /// Revoke by family id.
     RevokeFamily {
@@ -171,6 +223,15 @@ pub fn op_strategy() -> impl Strategy<Value = Op> {
     let dpop =
         prop_oneof![6 => Just(Dpop::Right), 1 => Just(Dpop::Other), 1 => Just(Dpop::Missing)];
     let scopes = prop_oneof![3 => Just(None), 1 => (0u8..32).prop_map(Some)];
+    let audience = prop_oneof![3 => Just(None), 1 => (0u8..16).prop_map(Some)];
+    let client = || prop_oneof![6 => Just(Client::Right), 1 => Just(Client::Other)];
+    let access_ttl = prop::option::of(prop_oneof![
+        Just(0u32),
+        Just(1u32),
+        Just(u32::MAX),
+        any::<u32>()
+    ]);
+    let claims = 0..u8::try_from(CLAIMS.len()).unwrap();
     let secs = prop_oneof![
         6 => Just(1u16),
         4 => Just(10),
@@ -182,13 +243,30 @@ pub fn op_strategy() -> impl Strategy<Value = Op> {
         1 => Just(1500)
     ];
     prop_oneof![
-        3 => (0u8..3, any::<bool>(), 1u8..16)
-            .prop_map(|(subject, bound, scopes)| Op::Issue { subject, bound, scopes }),
-        8 => (any::<u8>(), back(), dpop, scopes)
-            .prop_map(|(family, back, dpop, scopes)| Op::Refresh { family, back, dpop, scopes }),
+        3 => (0u8..3, any::<bool>(), 1u8..16, 0u8..8, claims, access_ttl).prop_map(
+            |(subject, bound, scopes, audience, claims, access_ttl)| Op::Issue {
+                subject,
+                bound,
+                scopes,
+                audience,
+                claims,
+                access_ttl,
+            }
+        ),
+        8 => (any::<u8>(), back(), dpop, scopes, audience, client()).prop_map(
+            |(family, back, dpop, scopes, audience, client)| Op::Refresh {
+                family,
+                back,
+                dpop,
+                scopes,
+                audience,
+                client,
+            }
+        ),
         1 => (any::<u8>(), 60u8..70).prop_map(|(family, times)| Op::RotateMany { family, times }),
         1 => any::<u8>().prop_map(|family| Op::Forge { family }),
-        1 => (any::<u8>(), back()).prop_map(|(family, back)| Op::RevokeToken { family, back }),
+        1 => (any::<u8>(), back(), client())
+            .prop_map(|(family, back, client)| Op::RevokeToken { family, back, client }),
         1 => any::<u8>().prop_map(|family| Op::RevokeFamily { family }),
         1 => (0u8..3).prop_map(|subject| Op::RevokeSubject { subject }),
         2 => secs.prop_map(|secs| Op::Advance { secs }),
@@ -204,6 +282,16 @@ fn mask_scopes(mask: u8) -> Vec<String> {
     SCOPES
         .iter()
         .chain(std::iter::once(&UNGRANTED))
+        .enumerate()
+        .filter(|(i, _)| mask & (1 << i) != 0)
+        .map(|(_, s)| (*s).to_owned())
+        .collect()
+}
+
+fn mask_audience(mask: u8) -> Vec<String> {
+    AUDIENCES
+        .iter()
+        .chain(std::iter::once(&UNGRANTED_AUDIENCE))
         .enumerate()
         .filter(|(i, _)| mask & (1 << i) != 0)
         .map(|(_, s)| (*s).to_owned())
@@ -230,6 +318,9 @@ struct ModelFamily {
     id: FamilyId,
     subject: u8,
     scopes: Vec<String>,
+    audience: Vec<String>,
+    claims_json: Option<String>,
+    access_ttl: Option<u32>,
     bound: bool,
     absolute: i64,
     idle: i64,
@@ -239,6 +330,9 @@ struct ModelFamily {
     grace: Option<(i64, u32)>,
     revoked: Tri,
     listing: Listing,
+    /// The state the backend last returned or stored, while the family is live (`None`
+    /// once that is not known: after a revocation of an expired family).
+    last: Option<Family>,
 }
 
 impl ModelFamily {
@@ -251,6 +345,52 @@ impl ModelFamily {
     /// Whether a token `back` generations old is remembered by the backend.
     fn remembers(&self, back: usize) -> bool {
         back <= MAX_ROTATED_HASHES
+    }
+    /// `state` keeps the family's whole grant.
+    fn assert_grant(&self, state: &Family, ctx: &str) {
+        assert_eq!(state.id, self.id, "{ctx}: id");
+        assert_eq!(
+            state.subject,
+            SUBJECTS[usize::from(self.subject)],
+            "{ctx}: subject"
+        );
+        assert_eq!(state.client_id, CLIENT, "{ctx}: client");
+        assert_eq!(state.scopes, self.scopes, "{ctx}: scopes");
+        assert_eq!(state.dpop_jkt.is_some(), self.bound, "{ctx}: binding");
+        assert_eq!(state.audience, self.audience, "{ctx}: audience");
+        assert_eq!(
+            state.claims_json.as_deref().map(str::as_bytes),
+            self.claims_json.as_deref().map(str::as_bytes),
+            "{ctx}: claims"
+        );
+        assert_eq!(
+            state.access_ttl, self.access_ttl,
+            "{ctx}: access-token lifetime"
+        );
+    }
+}
+
+/// What a refresh presents.
+#[derive(Clone, Copy, Debug)]
+struct Presented {
+    /// Generations back from the current token.
+    back: usize,
+    dpop: Dpop,
+    scopes: Option<u8>,
+    audience: Option<u8>,
+    client: Client,
+}
+
+impl Presented {
+    /// The current token, as its client with its key, asking for the whole grant.
+    fn current() -> Self {
+        Presented {
+            back: 0,
+            dpop: Dpop::Right,
+            scopes: None,
+            audience: None,
+            client: Client::Right,
+        }
     }
 }
 
@@ -267,6 +407,8 @@ enum Got {
     DpopMissing,
     DpopOther,
     Scope,
+    Audience,
+    ClientMismatch,
     Other(#[allow(dead_code, reason = "shown by Debug in failure messages")] String),
 }
 
@@ -282,6 +424,8 @@ impl From<crate::Result<RefreshOutcome>> for Got {
             Err(Error::DpopProofRequired) => Got::DpopMissing,
             Err(Error::DpopKeyMismatch) => Got::DpopOther,
             Err(Error::ScopeExceeded) => Got::Scope,
+            Err(Error::AudienceExceeded) => Got::Audience,
+            Err(Error::ClientMismatch) => Got::ClientMismatch,
             Err(e) => Got::Other(format!("{e:?}")),
         }
     }
@@ -330,22 +474,41 @@ impl Model<'_> {
                 subject,
                 bound,
                 scopes,
-            } => self.issue(subject, bound, scopes, ctx).await,
+                audience,
+                claims,
+                access_ttl,
+            } => {
+                let details = GrantDetails {
+                    audience: mask_audience(audience & 0x07),
+                    claims_json: CLAIMS[usize::from(claims) % CLAIMS.len()].map(str::to_owned),
+                    access_ttl,
+                };
+                self.issue(subject, bound, scopes, &details, ctx).await;
+            }
             Op::Refresh {
                 family,
                 back,
                 dpop,
                 scopes,
+                audience,
+                client,
             } => {
                 if let Some(i) = self.pick(family) {
-                    self.refresh(i, usize::from(back), dpop, scopes, ctx).await;
+                    let req = Presented {
+                        back: usize::from(back),
+                        dpop,
+                        scopes,
+                        audience,
+                        client,
+                    };
+                    self.refresh(i, req, ctx).await;
                 }
             }
             Op::RotateMany { family, times } => {
                 if let Some(i) = self.pick(family) {
                     for k in 0..times {
                         let ctx = format!("{ctx} (rotation {k})");
-                        if !self.refresh(i, 0, Dpop::Right, None, &ctx).await {
+                        if !self.refresh(i, Presented::current(), &ctx).await {
                             break;
                         }
                     }
@@ -356,9 +519,13 @@ impl Model<'_> {
                     self.forge(i, ctx).await;
                 }
             }
-            Op::RevokeToken { family, back } => {
+            Op::RevokeToken {
+                family,
+                back,
+                client,
+            } => {
                 if let Some(i) = self.pick(family) {
-                    self.revoke(i, Some(usize::from(back)), ctx).await;
+                    self.revoke(i, Some((usize::from(back), client)), ctx).await;
                 }
             }
             Op::RevokeFamily { family } => {
@@ -371,7 +538,14 @@ impl Model<'_> {
         }
     }
 
-    async fn issue(&mut self, subject: u8, bound: bool, mask: u8, ctx: &str) {
+    async fn issue(
+        &mut self,
+        subject: u8,
+        bound: bool,
+        mask: u8,
+        details: &GrantDetails,
+        ctx: &str,
+    ) {
         if self.families.len() >= MAX_FAMILIES {
             return;
         }
@@ -380,7 +554,7 @@ impl Model<'_> {
         let subject_name = SUBJECTS[usize::from(subject) % SUBJECTS.len()];
         let (token, family) = self
             .rotator
-            .issue(subject_name, "client", &scopes, jkt, self.now)
+            .issue_with(subject_name, CLIENT, &scopes, jkt, details, self.now)
             .await
             .unwrap_or_else(|e| panic!("{ctx}: issue failed: {e:?}"));
         let absolute = self.now + self.cfg.lifetime();
@@ -390,10 +564,13 @@ impl Model<'_> {
         assert_eq!(family.scopes, scopes, "{ctx}");
         assert_eq!(family.generation, 0, "{ctx}");
         assert_eq!(token.family_id(), family.id, "{ctx}");
-        self.families.push(ModelFamily {
+        let f = ModelFamily {
             id: family.id,
             subject: subject % 3,
             scopes,
+            audience: details.audience.clone(),
+            claims_json: details.claims_json.clone(),
+            access_ttl: details.access_ttl.filter(|ttl| *ttl > 0),
             bound,
             absolute,
             idle,
@@ -401,17 +578,53 @@ impl Model<'_> {
             grace: None,
             revoked: Tri::No,
             listing: Listing::No,
-        });
+            last: Some(family.clone()),
+        };
+        f.assert_grant(&family, &format!("{ctx}: issued"));
+        self.families.push(f);
+        self.assert_unchanged(self.families.len() - 1, ctx).await;
     }
 
-    async fn refresh(
-        &mut self,
-        i: usize,
-        back: usize,
-        dpop: Dpop,
-        scopes: Option<u8>,
-        ctx: &str,
-    ) -> bool {
+    /// The stored family is the last one seen (a refusal changed nothing); only for a live
+    /// family.
+    async fn assert_unchanged(&self, i: usize, ctx: &str) {
+        let f = &self.families[i];
+        let Some(last) = &f.last else { return };
+        let stored = self
+            .backend
+            .store
+            .get(&f.id)
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: get failed: {e:?}"))
+            .unwrap_or_else(|| panic!("{ctx}: live family not stored"));
+        assert_eq!(&stored, last, "{ctx}: the stored family changed");
+    }
+
+    /// Reads the stored family back as the last one seen, checking its grant.
+    async fn resync(&mut self, i: usize, ctx: &str) -> Option<Family> {
+        let id = self.families[i].id;
+        let stored = self
+            .backend
+            .store
+            .get(&id)
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: get failed: {e:?}"));
+        let f = &mut self.families[i];
+        if let Some(state) = &stored {
+            f.assert_grant(state, &format!("{ctx}: stored"));
+        }
+        f.last.clone_from(&stored);
+        stored
+    }
+
+    async fn refresh(&mut self, i: usize, req: Presented, ctx: &str) -> bool {
+        let Presented {
+            back,
+            dpop,
+            scopes,
+            audience,
+            client,
+        } = req;
         let now = self.now;
         let window = self.cfg.window();
         let max_uses = self.cfg.grace_max_uses;
@@ -427,9 +640,17 @@ impl Model<'_> {
             Dpop::Missing => None,
         };
         let requested = scopes.map(mask_scopes);
+        let requested_audience = audience.map(mask_audience);
         let got = Got::from(
             self.rotator
-                .refresh(token.as_str(), jkt, requested.as_deref(), now)
+                .refresh(
+                    token.as_str(),
+                    client.id(),
+                    jkt,
+                    requested.as_deref(),
+                    requested_audience.as_deref(),
+                    now,
+                )
                 .await,
         );
         let f = &mut self.families[i];
@@ -444,6 +665,7 @@ impl Model<'_> {
                 _ => false,
             };
             assert!(ok, "{ctx}: expired family: got {got:?}");
+            f.last = None;
             return false;
         }
         if !f.remembers(back) {
@@ -451,6 +673,7 @@ impl Model<'_> {
                 matches!(got, Got::Forged),
                 "{ctx}: expected Forged, got {got:?}"
             );
+            self.assert_unchanged(i, ctx).await;
             return false;
         }
         assert_ne!(f.revoked, Tri::Maybe, "{ctx}: model invariant");
@@ -459,6 +682,16 @@ impl Model<'_> {
                 matches!(got, Got::Revoked),
                 "{ctx}: expected Revoked, got {got:?}"
             );
+            self.assert_unchanged(i, ctx).await;
+            return false;
+        }
+        if client != Client::Right {
+            // Whatever token, key or narrowing: refused, and not reuse.
+            assert!(
+                matches!(got, Got::ClientMismatch),
+                "{ctx}: expected ClientMismatch, got {got:?}"
+            );
+            self.assert_unchanged(i, ctx).await;
             return false;
         }
         if f.bound && dpop != Dpop::Right {
@@ -467,24 +700,37 @@ impl Model<'_> {
                 _ => matches!(got, Got::DpopOther),
             };
             assert!(ok, "{ctx}: expected a DPoP refusal, got {got:?}");
+            self.assert_unchanged(i, ctx).await;
             return false;
         }
         let scope_ok = requested
             .as_ref()
             .is_none_or(|r| r.iter().all(|s| f.scopes.contains(s)));
+        let audience_ok = requested_audience
+            .as_ref()
+            .is_none_or(|r| r.iter().all(|a| f.audience.contains(a)));
+        // Scopes are checked first.
+        type Refusal = (&'static str, fn(&Got) -> bool);
+        let narrowing_refused: Option<Refusal> = if !scope_ok {
+            Some(("Scope", |got| matches!(got, Got::Scope)))
+        } else if !audience_ok {
+            Some(("Audience", |got| matches!(got, Got::Audience)))
+        } else {
+            None
+        };
         let expected_scopes = requested.clone().unwrap_or_else(|| f.scopes.clone());
         let grace_on = window > 0;
         if back == 0 {
-            if !scope_ok {
-                assert!(
-                    matches!(got, Got::Scope),
-                    "{ctx}: expected Scope, got {got:?}"
-                );
+            if let Some((expected, refused)) = narrowing_refused {
+                assert!(refused(&got), "{ctx}: expected {expected}, got {got:?}");
+                self.assert_unchanged(i, ctx).await;
                 return false;
             }
             let Got::Ok(out) = got else {
                 panic!("{ctx}: expected a rotation, got {got:?}")
             };
+            f.assert_grant(&out.family, &format!("{ctx}: rotated"));
+            f.last = Some(out.family.clone());
             assert!(!out.is_grace_retry, "{ctx}");
             assert_eq!(out.family.generation, generation as u64 + 1, "{ctx}");
             assert_eq!(out.family.absolute_expires_at, f.absolute, "{ctx}");
@@ -501,16 +747,16 @@ impl Model<'_> {
             && f.grace
                 .is_some_and(|(at, uses)| now < at + window && uses < max_uses)
         {
-            if !scope_ok {
-                assert!(
-                    matches!(got, Got::Scope),
-                    "{ctx}: expected Scope, got {got:?}"
-                );
+            if let Some((expected, refused)) = narrowing_refused {
+                assert!(refused(&got), "{ctx}: expected {expected}, got {got:?}");
+                self.assert_unchanged(i, ctx).await;
                 return false;
             }
             let Got::Ok(out) = got else {
                 panic!("{ctx}: expected a grace retry, got {got:?}")
             };
+            f.assert_grant(&out.family, &format!("{ctx}: grace retry"));
+            f.last = Some(out.family.clone());
             assert!(out.is_grace_retry, "{ctx}");
             assert_eq!(
                 &out.token, &f.tokens[generation],
@@ -534,19 +780,21 @@ impl Model<'_> {
             f.revoked = Tri::Yes;
             f.grace = None;
             f.listing = Listing::Until(now + ttl);
+            f.last = None;
         }
         // The stored state agrees.
         let succeeded = f.revoked == Tri::No;
-        let (id, generation, revoked) = (f.id, f.generation() as u64, f.revoked == Tri::Yes);
+        let (generation, revoked) = (f.generation() as u64, f.revoked == Tri::Yes);
+        let returned = f.last.take();
         let stored = self
-            .backend
-            .store
-            .get(&id)
+            .resync(i, ctx)
             .await
-            .unwrap_or_else(|e| panic!("{ctx}: get failed: {e:?}"))
             .unwrap_or_else(|| panic!("{ctx}: live family not stored"));
         assert_eq!(stored.generation, generation, "{ctx}");
         assert_eq!(stored.revoked.is_some(), revoked, "{ctx}");
+        if let Some(returned) = returned {
+            assert_eq!(stored, returned, "{ctx}: stored and returned states differ");
+        }
         succeeded
     }
 
@@ -555,60 +803,83 @@ impl Model<'_> {
         let forged = RefreshToken::generate(f.id).unwrap();
         let got = Got::from(
             self.rotator
-                .refresh(forged.as_str(), Some(JKT), None, self.now)
+                .refresh(forged.as_str(), CLIENT, Some(JKT), None, None, self.now)
                 .await,
         );
         let ok =
             matches!(got, Got::Forged) || (f.expired(self.now) && matches!(got, Got::NotFound));
         assert!(ok, "{ctx}: forged token: got {got:?}");
+        if !f.expired(self.now) {
+            self.assert_unchanged(i, ctx).await;
+        }
     }
 
-    async fn revoke(&mut self, i: usize, back: Option<usize>, ctx: &str) {
+    /// Revokes by token (`back` generations before the current one, presented by `client`)
+    /// or, with `None`, by family id.
+    async fn revoke(&mut self, i: usize, by_token: Option<(usize, Client)>, ctx: &str) {
         let now = self.now;
         let ttl = self.cfg.ttl();
         let f = &self.families[i];
-        let outcome = match back {
-            Some(back) => {
+        let outcome = match by_token {
+            Some((back, client)) => {
                 let back = back.min(f.generation());
                 let token = f.tokens[f.generation() - back].clone();
-                let out = self.rotator.revoke_token(token.as_str(), now).await;
+                let out = self
+                    .rotator
+                    .revoke_token(token.as_str(), client.id(), now)
+                    .await;
                 (out, f.remembers(back))
             }
             None => (self.rotator.revoke_family(&f.id, now).await, true),
         };
         let (out, known) = outcome;
+        // Only a revocation by token names a client.
+        let wrong_client = by_token.is_some_and(|(_, client)| client != Client::Right);
         let out = out.unwrap_or_else(|e| panic!("{ctx}: revoke failed: {e:?}"));
         let f = &mut self.families[i];
         if f.expired(now) {
             match out {
                 RevokeOutcome::NotFound => {}
                 RevokeOutcome::Forged if !known => {}
-                RevokeOutcome::AlreadyRevoked if known && f.revoked != Tri::No => {
+                RevokeOutcome::ClientMismatch if known && wrong_client => {}
+                RevokeOutcome::AlreadyRevoked if known && !wrong_client && f.revoked != Tri::No => {
                     // Revoked by one of the earlier subject revocations; which one (and so
                     // the listing's end) stays unknown.
                     f.revoked = Tri::Yes;
                 }
-                RevokeOutcome::Revoked(_) if known && f.revoked != Tri::Yes => {
+                RevokeOutcome::Revoked(ref state)
+                    if known && !wrong_client && f.revoked != Tri::Yes =>
+                {
+                    f.assert_grant(state, &format!("{ctx}: revoked"));
                     f.revoked = Tri::Yes;
                     f.listing = Listing::Until(now + ttl);
                 }
                 other => panic!("{ctx}: expired family: got {other:?}"),
             }
+            f.last = None;
             return;
         }
         match (known, f.revoked, out) {
-            (false, _, RevokeOutcome::Forged) => {}
-            (true, Tri::Yes, RevokeOutcome::AlreadyRevoked) => {}
-            (true, Tri::No, RevokeOutcome::Revoked(state)) => {
-                let reason = if back.is_some() {
+            (false, _, RevokeOutcome::Forged) => self.assert_unchanged(i, ctx).await,
+            (true, _, RevokeOutcome::ClientMismatch) if wrong_client => {
+                self.assert_unchanged(i, ctx).await;
+            }
+            (true, Tri::Yes, RevokeOutcome::AlreadyRevoked) if !wrong_client => {
+                self.assert_unchanged(i, ctx).await;
+            }
+            (true, Tri::No, RevokeOutcome::Revoked(state)) if !wrong_client => {
+                let reason = if by_token.is_some() {
                     RevocationReason::TokenRevoked
                 } else {
                     RevocationReason::FamilyRevoked
                 };
                 assert_eq!(state.revoked, Some(Revocation { reason, at: now }), "{ctx}");
+                f.assert_grant(&state, &format!("{ctx}: revoked"));
                 f.revoked = Tri::Yes;
                 f.grace = None;
                 f.listing = Listing::Until(now + ttl);
+                f.last = Some(state);
+                self.assert_unchanged(i, ctx).await;
             }
             (known, revoked, out) => {
                 panic!("{ctx}: known {known}, revoked {revoked:?}: got {out:?}")
@@ -646,7 +917,11 @@ impl Model<'_> {
             .unwrap_or_else(|e| panic!("{ctx}: revoke_subject failed: {e:?}"));
         let mut min = 0;
         let mut maybe = 0;
-        for f in self.families.iter_mut().filter(|f| f.subject == subject) {
+        let (mut already, mut newly) = (Vec::new(), Vec::new());
+        for (i, f) in self.families.iter_mut().enumerate() {
+            if f.subject != subject {
+                continue;
+            }
             if f.expired(now) {
                 if f.revoked != Tri::Yes {
                     maybe += 1;
@@ -657,11 +932,15 @@ impl Model<'_> {
                     };
                     f.listing = Listing::Maybe(until);
                 }
+                f.last = None;
             } else if f.revoked == Tri::No {
                 min += 1;
                 f.revoked = Tri::Yes;
                 f.grace = None;
                 f.listing = Listing::Until(now + ttl);
+                newly.push(i);
+            } else {
+                already.push(i);
             }
         }
         assert!(
@@ -669,6 +948,24 @@ impl Model<'_> {
             "{ctx}: revoked {count}, expected {min}..={}",
             min + maybe
         );
+        for i in already {
+            self.assert_unchanged(i, ctx).await;
+        }
+        for i in newly {
+            let stored = self
+                .resync(i, ctx)
+                .await
+                .unwrap_or_else(|| panic!("{ctx}: live family not stored"));
+            assert_eq!(
+                stored.revoked,
+                Some(Revocation {
+                    reason: RevocationReason::SubjectRevoked,
+                    at: now
+                }),
+                "{ctx}"
+            );
+            assert!(stored.grace.is_none(), "{ctx}");
+        }
     }
 
     async fn check_listing(&self, ctx: &str) {
@@ -696,6 +993,9 @@ impl Model<'_> {
     async fn check_enumeration(&self) {
         let listed = self.backend.revocations.revoked(self.now).await.unwrap();
         for f in &self.families {
+            if let Some(stored) = self.backend.store.get(&f.id).await.unwrap() {
+                f.assert_grant(&stored, "at the end: stored");
+            }
             let present = listed.iter().any(|e| e.family_id == f.id);
             match f.listing {
                 Listing::No => assert!(!present, "enumeration lists {:?}", f.id),
@@ -712,9 +1012,69 @@ fn hash(n: u8) -> TokenHash {
     TokenHash::from_bytes([n; 32])
 }
 
+/// Audiences of the differential cases: characters JSON must escape, a `/` (which Redis's
+/// `cjson` escapes), non-ASCII and a NUL (stores need not check what the `Rotator` does).
+const ODD_AUDIENCES: [&str; 4] = [
+    "https://a.example",
+    "https://b.example/p",
+    "urn:\"q\"",
+    "é\u{0}",
+];
+
+/// The client id of the differential cases' families.
+pub const CASE_CLIENT: &str = "c";
+
+/// Custom claims text: none, JSON objects that a decoder would rewrite, and arbitrary text
+/// (a store keeps it as a string and never parses it) made of the pieces JSON encoders treat
+/// differently: `/`, `"`, `\`, NUL and other control characters, `é`, U+2028, an emoji,
+/// long numbers.
+fn claims_strategy() -> impl Strategy<Value = Option<String>> {
+    let pieces = prop::sample::select(vec![
+        "/",
+        "\"",
+        "\\",
+        "\u{0}",
+        "\u{1f}",
+        "\u{7f}",
+        "é",
+        "\u{2028}",
+        "\u{1F600}",
+        "{",
+        "}",
+        "[]",
+        "{}",
+        ":",
+        ",",
+        "1.10",
+        "12345678901234567890",
+        "-0",
+        "1e400",
+        "a",
+        " ",
+        "\n",
+    ]);
+    prop_oneof![
+        2 => Just(None),
+        1 => Just(Some("{}".to_owned())),
+        1 => Just(Some(
+            r#"{"n":12345678901234567890,"e":[],"o":{},"p":"a/b","u":"é\u0000"}"#.to_owned()
+        )),
+        3 => prop::collection::vec(pieces, 0..12).prop_map(|v| Some(v.concat())),
+    ]
+}
+
+/// An access-token lifetime: none, or any `u32` (0 and the largest included).
+fn access_ttl_strategy() -> impl Strategy<Value = Option<u32>> {
+    prop::option::of(prop_oneof![Just(0u32), Just(u32::MAX), any::<u32>()])
+}
+
 /// Arbitrary families around `now = 1000`, drawing hashes from a tiny alphabet (bytes 1 to 6)
-/// so presented hashes often match; the current hash is never in the rotated list.
+/// so presented hashes often match; the current hash is never in the rotated list. The grant
+/// is arbitrary too: audiences (maybe none), claims text, access-token lifetime; the client
+/// is [`CASE_CLIENT`].
 pub fn family_strategy() -> impl Strategy<Value = Family> {
+    let audience = prop::sample::subsequence(ODD_AUDIENCES.to_vec(), 0..=ODD_AUDIENCES.len())
+        .prop_map(|v| v.into_iter().map(str::to_owned).collect::<Vec<_>>());
     let scopes = prop::sample::subsequence(vec!["a", "b", "c"], 0..=3)
         .prop_map(|v| v.into_iter().map(str::to_owned).collect::<Vec<_>>());
     let jkt = prop_oneof![
@@ -742,8 +1102,13 @@ pub fn family_strategy() -> impl Strategy<Value = Family> {
         })
     });
     (
-        scopes,
-        jkt,
+        (
+            scopes,
+            jkt,
+            audience,
+            claims_strategy(),
+            access_ttl_strategy(),
+        ),
         995i64..1010,
         995i64..1010,
         0u64..100,
@@ -752,12 +1117,23 @@ pub fn family_strategy() -> impl Strategy<Value = Family> {
         revoked,
     )
         .prop_map(
-            |(scopes, dpop_jkt, absolute, idle, generation, rotated, grace, revoked)| Family {
+            |(
+                (scopes, dpop_jkt, audience, claims_json, access_ttl),
+                absolute,
+                idle,
+                generation,
+                rotated,
+                grace,
+                revoked,
+            )| Family {
                 id: FamilyId::from_bytes([7; 16]),
                 subject: "s".into(),
-                client_id: "c".into(),
+                client_id: CASE_CLIENT.into(),
                 scopes,
                 dpop_jkt,
+                audience,
+                claims_json,
+                access_ttl,
                 created_at: 0,
                 absolute_expires_at: absolute,
                 idle_expires_at: idle.min(absolute),
@@ -771,12 +1147,30 @@ pub fn family_strategy() -> impl Strategy<Value = Family> {
         )
 }
 
+/// A presenting client: mostly the family's ([`CASE_CLIENT`]), else another, the empty one
+/// or one differing in case only.
+pub fn case_client_strategy() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => Just(CASE_CLIENT.to_owned()),
+        2 => Just("c2".to_owned()),
+        1 => Just(String::new()),
+        1 => Just("C".to_owned()),
+    ]
+}
+
 /// Arbitrary (family, rotation request) pairs at `now` 995 to 1010: feed both to
 /// [`decide`](crate::decide) and to the backend's implementation and compare the outcomes
-/// and new states.
+/// and new states. Requests come from any client (mostly the family's) and may narrow
+/// scopes and audiences (to a subset, an empty list, or beyond the grant).
 pub fn decide_cases() -> impl Strategy<Value = (Family, RotateRequest)> {
     let requested = prop::option::of(
         prop::sample::subsequence(vec!["a", "b", "c", "d"], 0..=4)
+            .prop_map(|v| v.into_iter().map(str::to_owned).collect::<Vec<_>>()),
+    );
+    let mut audiences = ODD_AUDIENCES.to_vec();
+    audiences.push("https://other.example");
+    let requested_audience = prop::option::of(
+        prop::sample::subsequence(audiences.clone(), 0..=audiences.len())
             .prop_map(|v| v.into_iter().map(str::to_owned).collect::<Vec<_>>()),
     );
     let jkt = prop_oneof![
@@ -787,15 +1181,22 @@ pub fn decide_cases() -> impl Strategy<Value = (Family, RotateRequest)> {
     (
         family_strategy(),
         0u8..=7,
-        jkt,
-        requested,
+        (case_client_strategy(), jkt, requested, requested_audience),
         995i64..1010,
         1i64..30,
         prop_oneof![Just(0i64), 1i64..15],
         0u32..4,
     )
         .prop_map(
-            |(family, presented, presented_jkt, requested_scopes, now, idle_ttl, window, uses)| {
+            |(
+                family,
+                presented,
+                (client_id, presented_jkt, requested_scopes, requested_audience),
+                now,
+                idle_ttl,
+                window,
+                uses,
+            )| {
                 let grace = if window > 0 && uses > 0 {
                     GracePolicy {
                         window,
@@ -807,8 +1208,10 @@ pub fn decide_cases() -> impl Strategy<Value = (Family, RotateRequest)> {
                 let req = RotateRequest {
                     family_id: family.id,
                     presented_hash: hash(presented),
+                    client_id,
                     presented_jkt,
                     requested_scopes,
+                    requested_audience,
                     new_hash: hash(200),
                     sealed_successor: grace
                         .is_enabled()
@@ -824,15 +1227,17 @@ pub fn decide_cases() -> impl Strategy<Value = (Family, RotateRequest)> {
 }
 
 /// Arbitrary (family, presented hash, revocation request) triples for
-/// [`decide_revoke`](crate::decide_revoke).
+/// [`decide_revoke`](crate::decide_revoke), with or without a presenting client (mostly the
+/// family's when there is one).
 pub fn revoke_cases() -> impl Strategy<Value = (Family, Option<TokenHash>, RevokeRequest)> {
     (
         family_strategy(),
         prop::option::of((0u8..=7).prop_map(hash)),
+        prop::option::of(case_client_strategy()),
         0usize..4,
         995i64..1010,
     )
-        .prop_map(|(family, presented, reason, now)| {
+        .prop_map(|(family, presented, client_id, reason, now)| {
             let reason = [
                 RevocationReason::ReuseDetected,
                 RevocationReason::TokenRevoked,
@@ -844,6 +1249,7 @@ pub fn revoke_cases() -> impl Strategy<Value = (Family, Option<TokenHash>, Revok
                 presented,
                 RevokeRequest {
                     reason,
+                    client_id,
                     now,
                     revocation_ttl: 300,
                 },

@@ -96,11 +96,13 @@ pub(crate) fn now() -> i64 {
     token_server::clock::now()
 }
 
-/// A GenerateTokens request for `subject` by client `web` with scopes `read write`.
+/// A GenerateTokens request for `subject` by client `web` for the audience
+/// `https://api.example` with scopes `read write`.
 pub(crate) fn generate(subject: &str) -> GenerateTokensRequest {
     GenerateTokensRequest {
         subject: subject.into(),
         client_id: "web".into(),
+        audience: vec!["https://api.example".into()],
         scopes: vec!["read".into(), "write".into()],
         ..Default::default()
     }

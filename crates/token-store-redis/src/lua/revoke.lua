@@ -7,7 +7,8 @@
 -- ARGV[2]  the pub/sub channel of revocation events
 -- ARGV[3]  the key TTL margin in milliseconds
 --
--- Returns {'not_found'}, {'forged'}, {'already_revoked'} or {'revoked', new family JSON}.
+-- Returns {'not_found'}, {'forged'}, {'client_mismatch'}, {'already_revoked'} or
+-- {'revoked', new family JSON}.
 local null = cjson.null
 local function is_null(v) return v == nil or v == null end
 
@@ -42,9 +43,11 @@ if not is_null(h) then
   end
   if not known then return {'forged'} end
 end
--- 2. Already revoked: nothing changes, nothing is published.
+-- 2. A token presented by another client than the family's revokes nothing.
+if not is_null(r.client_id) and r.client_id ~= f.client_id then return {'client_mismatch'} end
+-- 3. Already revoked: nothing changes, nothing is published.
 if not is_null(f.revoked) then return {'already_revoked'} end
--- 3. Revoke (expired families too: their last access tokens may still be alive).
+-- 4. Revoke (expired families too: their last access tokens may still be alive).
 f.revoked = {reason = r.reason, at = now}
 f.grace = null
 local json = cjson.encode(f)

@@ -2,7 +2,9 @@
 -- Keep in step with token-refresh's src/decide.rs: the property tests compare this script
 -- with `decide` on arbitrary (family, request) pairs.
 --
--- KEYS[1]  the family (a JSON document: token_refresh::Family's serde form)
+-- KEYS[1]  the family (a JSON document: token_refresh::Family's serde form; the fields this
+--          script does not change are written back as they were, and `claims_json` stays a
+--          string: decoding it here would rewrite its numbers and empty arrays)
 -- KEYS[2]  its revocation-list entry (same hash tag, so the same Cluster slot)
 -- ARGV[1]  the request as JSON (RotateArgs in src/store.rs)
 -- ARGV[2]  the pub/sub channel of revocation events
@@ -56,26 +58,36 @@ if known == 'unknown' then return {'forged'} end
 if not is_null(f.revoked) then return {'revoked'} end
 -- 3. Expired.
 if now >= f.absolute_expires_at or now >= f.idle_expires_at then return {'expired'} end
--- 4. DPoP binding.
+-- 4. Client binding: a token of another client's family changes nothing (not even as reuse).
+if r.client_id ~= f.client_id then return {'client_mismatch'} end
+-- 5. DPoP binding.
 if not is_null(f.dpop_jkt) and (is_null(r.presented_jkt) or r.presented_jkt ~= f.dpop_jkt) then
   return {'dpop_mismatch'}
 end
-local scopes_ok = true
-if not is_null(r.requested_scopes) then
+-- Whether every requested entry is one the family has (an absent field: it has none).
+local function subset(requested, granted)
+  if is_null(requested) then return true end
   local have = {}
-  for _, s in ipairs(f.scopes) do have[s] = true end
-  for _, s in ipairs(r.requested_scopes) do
-    if not have[s] then
-      scopes_ok = false
-      break
-    end
+  if not is_null(granted) then
+    for _, s in ipairs(granted) do have[s] = true end
   end
+  for _, s in ipairs(requested) do
+    if not have[s] then return false end
+  end
+  return true
+end
+local narrowing = nil
+if not subset(r.requested_scopes, f.scopes) then
+  narrowing = 'scope_exceeded'
+elseif not subset(r.requested_audience, f.audience) then
+  narrowing = 'audience_exceeded'
 end
 local grace_on = r.grace_window > 0 and r.grace_max_uses > 0
 
--- 5. The current token rotates.
+-- 6. The current token rotates. The grant (scopes, audience, claims_json, access_ttl and
+-- any field this script does not name) passes through untouched.
 if known == 'current' then
-  if not scopes_ok then return {'scope_exceeded'} end
+  if narrowing then return {narrowing} end
   local old = f.current_hash
   f.generation = f.generation + 1
   local rotated = {}
@@ -94,17 +106,17 @@ if known == 'current' then
   return {'rotated', save(f)}
 end
 
--- 6. The previous token within the grace window and use limit is a retry.
+-- 7. The previous token within the grace window and use limit is a retry.
 if known == 'previous' then
   local g = f.grace
   if grace_on and now < g.rotated_at + r.grace_window and g.uses < r.grace_max_uses then
-    if not scopes_ok then return {'scope_exceeded'} end
+    if narrowing then return {narrowing} end
     g.uses = g.uses + 1
     return {'grace_retry', save(f)}
   end
 end
 
--- 7. Any other remembered token: reuse. Revoke, list, publish: all in this one script.
+-- 8. Any other remembered token: reuse. Revoke, list, publish: all in this one script.
 f.revoked = {reason = 'reuse_detected', at = now}
 f.grace = null
 local json = save(f)
