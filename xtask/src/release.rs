@@ -9,9 +9,9 @@
 //! library crates (its verify step builds each from its packaged sources alone, the unpublished
 //! ones found through cargo's local-registry overlay) and the files of every `.crate` are
 //! listed, and `cargo semver-checks` compares each crate with the previous release tag. The
-//! copy builds in `<target>/release-dry-run/target`, kept between runs so reruns are warm; what
-//! cargo unpacked of these crates at VERSION on an earlier run is removed first (see
-//! [`forget_unpacked`]).
+//! copy builds in `<target>/release-dry-run/target`, kept between runs so reruns are warm; its
+//! `package` directory, and what cargo unpacked of these crates at VERSION on an earlier run,
+//! are removed first (see [`forget_unpacked`]): cargo reuses both as they are.
 //!
 //! With `--dry-run` this checkout is never modified. Without it, the checkout must be clean;
 //! after the rehearsal passes, the same edits are made here, committed and tagged `vVERSION`.
@@ -126,6 +126,13 @@ fn release(plan: &Plan) -> Result<()> {
     csh.set_var("CARGO_TARGET_DIR", work.join("target"));
 
     heading("cargo package (each crate built from its packaged sources)");
+    // Cargo left the `.crate` files of an earlier run of this version in place (and put them
+    // in the overlay registry again) instead of writing them anew: start from nothing.
+    let package_dir = work.join("target/package");
+    if package_dir.exists() {
+        std::fs::remove_dir_all(&package_dir)
+            .with_context(|| format!("cannot remove {}", package_dir.display()))?;
+    }
     let stale = forget_unpacked(&crates, version)?;
     if stale > 0 {
         println!(
