@@ -3,11 +3,7 @@
 //!
 //! Run: `cargo bench -p token-refresh --bench rotate`
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test and bench code: a failure should panic"
-)]
+#![allow(clippy::unwrap_used, reason = "bench code: a failure should panic")]
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -1,14 +1,17 @@
 //! The rotation and revocation decisions, as pure functions of the stored family and the
 //! request.
 //!
-//! A store runs [`decide`] (or [`decide_revoke`]) atomically with reading the family and
-//! writing the new state back: the memory store under its lock, the Redis store as one Lua
-//! script that mirrors these functions step by step. The conformance suite pins the semantics
+//! A store runs [`decide`] (or [`decide_revoke`], or [`decide_revoke_absent`] when it has no
+//! record of the family) atomically with reading the family and writing the new state back:
+//! the memory store under its lock, the Redis store as one Lua script that mirrors these
+//! functions step by step. The conformance suite pins the semantics
 //! down so every backend agrees.
 
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::family::{Family, GraceState, MAX_ROTATED_HASHES, Revocation, RevocationReason};
+use crate::family::{
+    Family, GraceState, MAX_ROTATED_HASHES, Revocation, RevocationEvent, RevocationReason,
+};
 use crate::grace::SealedSuccessor;
 use crate::token::{FamilyId, TokenHash};
 
@@ -326,8 +329,16 @@ pub enum RevokeOutcome {
     Forged,
     /// The token was presented by another client than the family's. Untouched.
     ClientMismatch,
-    /// No such family.
+    /// No such family, for a revocation by token (a token proves nothing without its
+    /// family): nothing is listed.
     NotFound,
+    /// An operator's revocation (by family id or subject) of a family the store has no record
+    /// of: it expired and was forgotten (or was never stored). Its access tokens may still be
+    /// alive (they may outlive the record by up to their lifetime), so the store lists its id
+    /// anyway: this entry, written and published like that of [`RevokeOutcome::Revoked`]
+    /// (reason, `revoked_at = now`, `listed_until = now + revocation_ttl`). No family is
+    /// revoked: a count of revoked families counts it 0.
+    Tombstoned(RevocationEvent),
 }
 
 /// Decides a revocation against the stored family. Pure, like [`decide`].
@@ -357,6 +368,39 @@ pub fn decide_revoke(
         return RevokeOutcome::AlreadyRevoked;
     }
     RevokeOutcome::Revoked(revoked(family, req.reason, req.now))
+}
+
+/// Decides a revocation of `family_id` when the store has no record of it (the family expired
+/// and was forgotten, or never existed). Pure, like [`decide_revoke`]; `listed` is the
+/// family's revocation-list entry, if the store still has one (lapsed or not).
+///
+/// 1. A revocation by token (`presented_hash` or `req.client_id` set) → `NotFound`: a token
+///    proves nothing without its family, so nothing is listed.
+/// 2. An entry listed at `req.now` → `AlreadyRevoked`: the family was revoked (or tombstoned)
+///    before; no access token was minted since, so that entry already covers them all.
+///    Nothing changes.
+/// 3. Otherwise `Tombstoned`: the entry `{family_id, reason, now, now + revocation_ttl}`,
+///    which the store writes (replacing a lapsed one) and publishes. Access tokens outlive
+///    the family record (a family idle for its idle TTL is forgotten while a token minted at
+///    its last refresh lives on), so an operator's revocation must still reach them.
+pub fn decide_revoke_absent(
+    family_id: &FamilyId,
+    presented_hash: Option<&TokenHash>,
+    listed: Option<&RevocationEvent>,
+    req: &RevokeRequest,
+) -> RevokeOutcome {
+    if presented_hash.is_some() || req.client_id.is_some() {
+        return RevokeOutcome::NotFound;
+    }
+    if listed.is_some_and(|e| e.is_listed(req.now)) {
+        return RevokeOutcome::AlreadyRevoked;
+    }
+    RevokeOutcome::Tombstoned(RevocationEvent {
+        family_id: *family_id,
+        reason: req.reason,
+        revoked_at: req.now,
+        listed_until: req.now.saturating_add(req.revocation_ttl),
+    })
 }
 
 #[cfg(test)]
@@ -509,5 +553,63 @@ mod tests {
             })
         );
         assert_eq!(decide_revoke(&n, None, &r), RevokeOutcome::AlreadyRevoked);
+    }
+
+    #[test]
+    fn revoking_an_absent_family_lists_a_tombstone_for_an_operator_only() {
+        let id = FamilyId::from_bytes([1; 16]);
+        let operator = RevokeRequest {
+            reason: RevocationReason::SubjectRevoked,
+            client_id: None,
+            now: 500,
+            revocation_ttl: 990,
+        };
+        let tombstone = RevocationEvent {
+            family_id: id,
+            reason: RevocationReason::SubjectRevoked,
+            revoked_at: 500,
+            listed_until: 1490,
+        };
+        assert_eq!(
+            decide_revoke_absent(&id, None, None, &operator),
+            RevokeOutcome::Tombstoned(tombstone)
+        );
+        // By token, with or without a client: nothing to prove the right to revoke.
+        let by_token = RevokeRequest {
+            reason: RevocationReason::TokenRevoked,
+            client_id: Some("app".into()),
+            ..operator.clone()
+        };
+        assert_eq!(
+            decide_revoke_absent(&id, Some(&h(1)), None, &by_token),
+            RevokeOutcome::NotFound
+        );
+        assert_eq!(
+            decide_revoke_absent(&id, None, None, &by_token),
+            RevokeOutcome::NotFound
+        );
+        assert_eq!(
+            decide_revoke_absent(&id, Some(&h(1)), None, &operator),
+            RevokeOutcome::NotFound
+        );
+        // Listed: already covered, until the entry lapses; then a new tombstone.
+        let earlier = RevocationEvent {
+            reason: RevocationReason::ReuseDetected,
+            revoked_at: 100,
+            listed_until: 501,
+            ..tombstone
+        };
+        assert_eq!(
+            decide_revoke_absent(&id, None, Some(&earlier), &operator),
+            RevokeOutcome::AlreadyRevoked
+        );
+        let lapsed = RevocationEvent {
+            listed_until: 500,
+            ..earlier
+        };
+        assert_eq!(
+            decide_revoke_absent(&id, None, Some(&lapsed), &operator),
+            RevokeOutcome::Tombstoned(tombstone)
+        );
     }
 }

@@ -5,8 +5,8 @@
 //! `token-refresh` depends on no other project crate: a DPoP key thumbprint is just a string
 //! to it. `token-server` drives the [`Rotator`] and mints access tokens with `sid` = family id;
 //! `token-store-redis` implements [`FamilyStore`] and [`RevocationList`] on Redis, mirroring
-//! [`decide`] and [`decide_revoke`] in Lua, and runs this crate's conformance suite (feature
-//! `conformance`) against Redis standalone and Cluster.
+//! [`decide`], [`decide_revoke`] and [`decide_revoke_absent`] in Lua, and runs this crate's
+//! conformance suite (feature `conformance`) against Redis standalone, Cluster and Sentinel.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod decide;
@@ -24,6 +24,7 @@ pub mod conformance;
 
 pub use decide::{
     GracePolicy, RevokeOutcome, RevokeRequest, RotateOutcome, RotateRequest, decide, decide_revoke,
+    decide_revoke_absent,
 };
 pub use error::{Error, OAuthError, Result};
 pub use events::{DEFAULT_EVENT_CAPACITY, RevocationBroadcaster, RevocationSubscription};

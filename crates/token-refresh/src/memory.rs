@@ -1,13 +1,14 @@
 //! The in-memory backend: the embedded default, and the reference the conformance suite is
 //! checked against.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::decide::{
     RevokeOutcome, RevokeRequest, RotateOutcome, RotateRequest, decide, decide_revoke,
+    decide_revoke_absent,
 };
 use crate::error::{Error, Result};
 use crate::events::{DEFAULT_EVENT_CAPACITY, RevocationBroadcaster, RevocationSubscription};
@@ -18,6 +19,14 @@ use crate::token::{FamilyId, TokenHash};
 const SHARDS: usize = 16;
 /// A shard sweeps its expired entries every this many writes (amortised O(1) per write).
 const PURGE_EVERY: u32 = 256;
+/// How long the subject index keeps a family's id past the family's absolute expiry, in
+/// seconds. No access token outlives that expiry, but verifiers still accept one a little past
+/// its `exp` (token-jwt's default leeway is 30 s) and clocks disagree; two minutes covers both.
+const INDEX_MARGIN: i64 = 120;
+
+/// What an outcome writes, given the revocation TTL: the family state to store and the
+/// revocation-list entry to write.
+type Effect<O> = fn(&O, i64) -> (Option<&Family>, Option<RevocationEvent>);
 
 /// One shard: the families whose id falls here and their revocation-list entries, under one
 /// lock (like one Redis Cluster hash slot holds a family and its list entry).
@@ -29,47 +38,87 @@ struct Shard {
 }
 
 impl Shard {
-    /// Drops expired families and lapsed list entries; returns the (subject, id) pairs of the
-    /// families dropped, for the subject index.
-    fn purge(&mut self, now: i64) -> Vec<(String, FamilyId)> {
-        let mut gone = Vec::new();
-        self.families.retain(|id, f| {
-            let keep = now < f.expires_at();
-            if !keep {
-                gone.push((std::mem::take(&mut f.subject), *id));
-            }
-            keep
-        });
+    /// Drops expired families and lapsed list entries; returns how many families were dropped.
+    fn purge(&mut self, now: i64) -> usize {
+        let before = self.families.len();
+        self.families.retain(|_, f| now < f.expires_at());
         self.revoked.retain(|_, e| e.is_listed(now));
-        gone
+        before.saturating_sub(self.families.len())
     }
 
-    /// Counts a write and sweeps every [`PURGE_EVERY`] writes.
-    fn note_write(&mut self, now: i64) -> Vec<(String, FamilyId)> {
+    /// Counts a write and sweeps every [`PURGE_EVERY`] writes; returns how many families a
+    /// sweep dropped, when one ran.
+    fn note_write(&mut self, now: i64) -> Option<usize> {
         self.writes = self.writes.wrapping_add(1);
-        if self.writes.is_multiple_of(PURGE_EVERY) {
-            self.purge(now)
-        } else {
-            Vec::new()
+        self.writes
+            .is_multiple_of(PURGE_EVERY)
+            .then(|| self.purge(now))
+    }
+}
+
+/// The subject index: each subject's family ids, every one kept until its family's absolute
+/// expiry plus [`INDEX_MARGIN`], whether the family is still stored or already forgotten. A
+/// family idle past its idle TTL is forgotten while an access token minted at its last
+/// refresh may live on; revoking the subject must still list it (a tombstone).
+#[derive(Default)]
+struct SubjectIndex {
+    /// Subject → family id → when the entry lapses.
+    by_subject: HashMap<String, HashMap<FamilyId, i64>>,
+    /// The same entries in the order they lapse, so each is dropped in O(log n).
+    by_expiry: BTreeMap<(i64, FamilyId), String>,
+}
+
+impl SubjectIndex {
+    fn insert(&mut self, subject: &str, id: FamilyId, until: i64) {
+        let ids = self.by_subject.entry(subject.to_owned()).or_default();
+        if let Some(previous) = ids.insert(id, until) {
+            self.by_expiry.remove(&(previous, id));
         }
+        self.by_expiry.insert((until, id), subject.to_owned());
+    }
+
+    /// Drops the entries lapsed at `now`.
+    fn sweep(&mut self, now: i64) {
+        while let Some(entry) = self.by_expiry.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let ((_, id), subject) = entry.remove_entry();
+            if let Some(ids) = self.by_subject.get_mut(&subject) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.by_subject.remove(&subject);
+                }
+            }
+        }
+    }
+
+    fn ids(&self, subject: &str) -> Vec<FamilyId> {
+        self.by_subject
+            .get(subject)
+            .map(|ids| ids.keys().copied().collect())
+            .unwrap_or_default()
     }
 }
 
 /// In-memory [`FamilyStore`] and [`RevocationList`].
 ///
 /// Families are spread over 16 mutex-guarded shards by id; each rotation or revocation runs
-/// [`decide`] / [`decide_revoke`] under its shard's lock, which makes it atomic. The subject
-/// index is a separate structure (as it is a separate key on Redis), so revoking a subject walks
-/// it family by family.
+/// [`decide`] / [`decide_revoke`] (or [`decide_revoke_absent`] for a family it does not
+/// keep) under its shard's lock, which makes it atomic. The subject index is a separate
+/// structure (as it is a separate key on Redis), so revoking a subject walks it family by
+/// family; it keeps a family's id until two minutes past the family's absolute expiry, after
+/// the family itself is forgotten, so revoking the subject lists a tombstone for it.
 ///
 /// Bounded: expired families and lapsed revocation entries are swept lazily (a shard every 256
-/// writes, with the writer's `now`) and by [`MemoryStore::purge_expired`]; an optional
+/// writes, with the writer's `now`) and by [`MemoryStore::purge_expired`], subject index
+/// entries once they lapse (on every creation and sweep); an optional
 /// [`MemoryStore::with_max_families`] limit refuses new families beyond it.
 ///
 /// State lives in this process only: instances do not share it, and it is lost on restart.
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
-    subjects: Mutex<HashMap<String, HashSet<FamilyId>>>,
+    subjects: Mutex<SubjectIndex>,
     events: RevocationBroadcaster,
     families: AtomicUsize,
     max_families: usize,
@@ -80,7 +129,7 @@ impl MemoryStore {
     pub fn new() -> Self {
         MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            subjects: Mutex::new(HashMap::new()),
+            subjects: Mutex::new(SubjectIndex::default()),
             events: RevocationBroadcaster::new(DEFAULT_EVENT_CAPACITY),
             families: AtomicUsize::new(0),
             max_families: usize::MAX,
@@ -106,18 +155,17 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// Drops every family expired at `now` and every revocation entry lapsed at `now`; returns
-    /// how many families were dropped.
+    /// Drops every family expired at `now`, every revocation entry lapsed at `now` and every
+    /// subject index entry lapsed at `now`; returns how many families were dropped.
     ///
     /// # Errors
     /// [`Error::Store`] when a lock is poisoned.
     pub fn purge_expired(&self, now: i64) -> Result<usize> {
         let mut dropped = 0usize;
         for shard in self.shards.iter() {
-            let gone = lock(shard)?.purge(now);
-            dropped = dropped.saturating_add(gone.len());
-            self.forget(gone)?;
+            dropped = dropped.saturating_add(lock(shard)?.purge(now));
         }
+        self.forget(dropped, now)?;
         Ok(dropped)
     }
 
@@ -130,21 +178,12 @@ impl MemoryStore {
         lock(shard)
     }
 
-    /// Removes dropped families from the subject index (called without a shard lock held).
-    fn forget(&self, gone: Vec<(String, FamilyId)>) -> Result<()> {
-        if gone.is_empty() {
-            return Ok(());
-        }
-        self.families.fetch_sub(gone.len(), Ordering::Relaxed);
-        let mut subjects = lock(&self.subjects)?;
-        for (subject, id) in gone {
-            if let Some(set) = subjects.get_mut(&subject) {
-                set.remove(&id);
-                if set.is_empty() {
-                    subjects.remove(&subject);
-                }
-            }
-        }
+    /// After a sweep that dropped `gone` families at `now` (called without a shard lock
+    /// held): counts them out and drops the lapsed subject index entries. The index keeps the
+    /// ids of the families just dropped until their own entries lapse.
+    fn forget(&self, gone: usize, now: i64) -> Result<()> {
+        self.families.fetch_sub(gone, Ordering::Relaxed);
+        lock(&self.subjects)?.sweep(now);
         Ok(())
     }
 
@@ -155,7 +194,7 @@ impl MemoryStore {
                 return Err(Error::store("memory store is full"));
             }
         }
-        let gone = {
+        let swept = {
             let mut shard = self.shard(&family.id)?;
             if shard.families.contains_key(&family.id) {
                 return Err(Error::FamilyExists);
@@ -164,11 +203,19 @@ impl MemoryStore {
             self.families.fetch_add(1, Ordering::Relaxed);
             shard.note_write(family.created_at)
         };
-        lock(&self.subjects)?
-            .entry(family.subject.clone())
-            .or_default()
-            .insert(family.id);
-        self.forget(gone)
+        {
+            let mut index = lock(&self.subjects)?;
+            index.sweep(family.created_at);
+            index.insert(
+                &family.subject,
+                family.id,
+                family.absolute_expires_at.saturating_add(INDEX_MARGIN),
+            );
+        }
+        if let Some(gone) = swept {
+            self.families.fetch_sub(gone, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn rotate_sync(&self, req: &RotateRequest) -> Result<RotateOutcome> {
@@ -176,14 +223,14 @@ impl MemoryStore {
             &req.family_id,
             req.now,
             req.revocation_ttl,
-            RotateOutcome::NotFound,
             |family| decide(family, req),
-            |outcome| {
-                let revoked = match outcome {
-                    RotateOutcome::Reuse(revoked) => Some(revoked),
+            |_| RotateOutcome::NotFound,
+            |outcome, ttl| {
+                let listed = match outcome {
+                    RotateOutcome::Reuse(revoked) => revoked.revocation_event(ttl),
                     _ => None,
                 };
-                (outcome.new_state(), revoked)
+                (outcome.new_state(), listed)
             },
         )
     }
@@ -198,66 +245,57 @@ impl MemoryStore {
             family_id,
             req.now,
             req.revocation_ttl,
-            RevokeOutcome::NotFound,
             |family| decide_revoke(family, presented_hash, req),
-            |outcome| match outcome {
-                RevokeOutcome::Revoked(next) => (Some(next), Some(next)),
+            |listed| decide_revoke_absent(family_id, presented_hash, listed, req),
+            |outcome, ttl| match outcome {
+                RevokeOutcome::Revoked(next) => (Some(next), next.revocation_event(ttl)),
+                RevokeOutcome::Tombstoned(entry) => (None, Some(*entry)),
                 _ => (None, None),
             },
         )
     }
 
-    /// The shared body of rotate and revoke. Under the shard lock: `decide` on the family
-    /// (`not_found` when there is none); `effect` names the state to store and the family whose
-    /// revocation to record (only when there is a state to store); the write is noted. Then,
-    /// outside the lock, the revocation event is published and evicted families are forgotten.
+    /// The shared body of rotate and revoke. Under the shard lock: `decide` on the family, or
+    /// `absent` on its revocation-list entry when there is no family; `effect` names the state
+    /// to store and the revocation-list entry to write (listed for `revocation_ttl`); the write
+    /// is noted. Then, outside the lock, the entry is published and, after a sweep, the
+    /// dropped families are forgotten.
     fn write_decided<O>(
         &self,
         family_id: &FamilyId,
         now: i64,
         revocation_ttl: i64,
-        not_found: O,
         decide: impl FnOnce(&Family) -> O,
-        effect: fn(&O) -> (Option<&Family>, Option<&Family>),
+        absent: impl FnOnce(Option<&RevocationEvent>) -> O,
+        effect: Effect<O>,
     ) -> Result<O> {
-        let (outcome, event, gone) = {
+        let (outcome, event, swept) = {
             let mut shard = self.shard(family_id)?;
-            let Some(family) = shard.families.get(family_id) else {
-                return Ok(not_found);
+            let outcome = match shard.families.get(family_id) {
+                Some(family) => decide(family),
+                None => absent(shard.revoked.get(family_id)),
             };
-            let outcome = decide(family);
-            let mut event = None;
-            if let (Some(next), revoked) = effect(&outcome) {
-                if let Some(revoked) = revoked {
-                    event = revoked.revocation_event(revocation_ttl);
-                    if let Some(e) = event {
-                        shard.revoked.insert(e.family_id, e);
-                    }
-                }
+            let (state, event) = effect(&outcome, revocation_ttl);
+            if let Some(e) = event {
+                shard.revoked.insert(e.family_id, e);
+            }
+            if let Some(next) = state {
                 shard.families.insert(next.id, next.clone());
             }
-            let gone = shard.note_write(now);
-            (outcome, event, gone)
+            let swept = shard.note_write(now);
+            (outcome, event, swept)
         };
         if let Some(e) = event {
             self.events.publish(e);
         }
-        self.forget(gone)?;
+        if let Some(gone) = swept {
+            self.forget(gone, now)?;
+        }
         Ok(outcome)
     }
 
     fn families_of_sync(&self, subject: &str) -> Result<Vec<FamilyId>> {
-        let ids: Vec<FamilyId> = lock(&self.subjects)?
-            .get(subject)
-            .map(|set| set.iter().copied().collect())
-            .unwrap_or_default();
-        let mut present = Vec::with_capacity(ids.len());
-        for id in ids {
-            if self.shard(&id)?.families.contains_key(&id) {
-                present.push(id);
-            }
-        }
-        Ok(present)
+        Ok(lock(&self.subjects)?.ids(subject))
     }
 
     fn is_revoked_sync(&self, family_id: &FamilyId, now: i64) -> Result<bool> {

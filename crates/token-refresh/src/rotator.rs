@@ -535,7 +535,8 @@ impl Rotator {
     /// of the family that the store still recognises (current or rotated) proves the right
     /// to revoke, when presented by the family's own client; an unknown one changes nothing
     /// ([`RevokeOutcome::Forged`]), nor does one of another client's family
-    /// ([`RevokeOutcome::ClientMismatch`]).
+    /// ([`RevokeOutcome::ClientMismatch`]), nor one of a family the store no longer keeps
+    /// ([`RevokeOutcome::NotFound`]: a token proves nothing without its family).
     ///
     /// # Errors
     /// Format errors before any store lookup; [`Error::Store`].
@@ -558,7 +559,9 @@ impl Rotator {
             .await
     }
 
-    /// Revokes a family by id (administrative).
+    /// Revokes a family by id (administrative). A family the store no longer keeps (expired
+    /// and forgotten) is listed all the same, for the access tokens that outlive it:
+    /// [`RevokeOutcome::Tombstoned`].
     ///
     /// # Errors
     /// [`Error::Store`].
@@ -573,7 +576,8 @@ impl Rotator {
     }
 
     /// Revokes every family of `subject` ("sign out everywhere"); returns how many families
-    /// this call revoked.
+    /// this call revoked. Families the store has forgotten but its subject index still names
+    /// (until their absolute expiry) are listed as tombstones and not counted.
     ///
     /// # Errors
     /// [`Error::Store`]; families revoked before the failure stay revoked.

@@ -28,7 +28,14 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a
 ///   atomic step puts it on the revocation list for `revocation_ttl` seconds, and the event is
 ///   then published to [`RevocationList::subscribe`]rs.
 /// - A store may forget a family once it has expired (`now >= Family::expires_at()`); it must
-///   keep it, revoked or not, until then. A forgotten family answers `NotFound`.
+///   keep it, revoked or not, until then. A forgotten family answers as one never created:
+///   `NotFound` to a rotation and to a revocation by token, and a tombstone
+///   ([`RevokeOutcome::Tombstoned`], see [`decide_revoke_absent`](crate::decide_revoke_absent))
+///   to an operator's revocation, since access tokens minted from it may outlive its record.
+/// - The subject index keeps a family's id at least until its absolute expiry, after the
+///   family itself is forgotten, so that [`FamilyStore::revoke_subject`] reaches the access
+///   tokens of forgotten families too (an access token never outlives its family's absolute
+///   expiry).
 /// - Every error is reported (`Err(Error::Store{..})`), never swallowed: the caller fails closed
 ///   and issues nothing. An `Err` from `rotate` may mean the write happened or not; the token
 ///   presented is then either still current or rotated, and in neither case was a successor
@@ -61,10 +68,13 @@ pub trait FamilyStore: Send + Sync + fmt::Debug {
     /// [`Error::Store`](crate::Error::Store) on a backend failure.
     fn rotate<'a>(&'a self, req: &'a RotateRequest) -> StoreFuture<'a, RotateOutcome>;
 
-    /// Atomically: read the family (`NotFound` when absent), apply
-    /// [`decide_revoke`](crate::decide_revoke), and for [`RevokeOutcome::Revoked`] write the
-    /// revoked state back, list the family for `req.revocation_ttl` seconds and publish the
-    /// event. `presented_hash` is the proof for a revocation by token.
+    /// Atomically: read the family and apply [`decide_revoke`](crate::decide_revoke), and for
+    /// [`RevokeOutcome::Revoked`] write the revoked state back, list the family for
+    /// `req.revocation_ttl` seconds and publish the event. When there is no family, apply
+    /// [`decide_revoke_absent`](crate::decide_revoke_absent) to its revocation-list entry
+    /// instead, and for [`RevokeOutcome::Tombstoned`] write that entry (for
+    /// `req.revocation_ttl` seconds) and publish it. `presented_hash` is the proof for a
+    /// revocation by token.
     ///
     /// # Errors
     /// [`Error::Store`](crate::Error::Store) on a backend failure.
@@ -75,16 +85,17 @@ pub trait FamilyStore: Send + Sync + fmt::Debug {
         req: &'a RevokeRequest,
     ) -> StoreFuture<'a, RevokeOutcome>;
 
-    /// The ids of the subject's families: every family created for `subject` that the store
-    /// still keeps (revoked ones included), in no particular order. May briefly include ids of
-    /// families already forgotten.
+    /// The ids in the subject's index: every family created for `subject` that the store
+    /// still keeps (revoked ones included), and families already forgotten until at least
+    /// their absolute expiry, in no particular order.
     ///
     /// # Errors
     /// [`Error::Store`](crate::Error::Store) on a backend failure.
     fn families_of<'a>(&'a self, subject: &'a str) -> StoreFuture<'a, Vec<FamilyId>>;
 
     /// Revokes every family of `subject` ("sign out everywhere"); returns how many were revoked
-    /// by this call.
+    /// by this call. Every id the subject index names is covered: a family the store has
+    /// forgotten gets a tombstone ([`RevokeOutcome::Tombstoned`]: listed, counted 0).
     ///
     /// Each family is revoked atomically on its own (no cross-family transaction, so this works
     /// on a Redis Cluster); a family created concurrently with this call may survive it. The
@@ -115,8 +126,8 @@ pub trait FamilyStore: Send + Sync + fmt::Debug {
 ///
 /// # Contract
 ///
-/// - An entry is added by the [`FamilyStore`] operation that revokes the family, atomically with
-///   the revocation, and stays listed until its `listed_until` (the revocation time plus the
+/// - An entry is added by the [`FamilyStore`] operation that revokes the family (or lists a
+///   tombstone for a forgotten one), atomically with the revocation, and stays listed until its `listed_until` (the revocation time plus the
 ///   longest access-token lifetime); then it lapses.
 /// - [`RevocationList::subscribe`] delivers, at least once, every revocation made after it was
 ///   called, by any instance sharing the backend; a backend that loses its event connection

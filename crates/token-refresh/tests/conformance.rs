@@ -4,8 +4,7 @@
 
 #![allow(
     clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test and bench code: a failure should panic"
+    reason = "test helpers: clippy.toml allows these in #[test] functions only"
 )]
 
 use std::sync::Arc;
@@ -15,10 +14,18 @@ use token_refresh::MemoryStore;
 use token_refresh::conformance::{self, Backend, Harness};
 use token_testkit::TokioHarness;
 
-/// A fresh memory store per check, 50 concurrency rounds.
+/// A fresh memory store per check, 50 concurrency rounds; it forgets expired families with a
+/// sweep.
 fn memory() -> impl Harness {
-    TokioHarness::new(|| async { Backend::new(Arc::new(MemoryStore::new())) })
-        .with_concurrency_rounds(50)
+    TokioHarness::new(|| async {
+        let store = Arc::new(MemoryStore::new());
+        let sweeper = Arc::clone(&store);
+        Backend::new(store).with_forget(move |_, now| {
+            sweeper.purge_expired(now).unwrap();
+            Box::pin(async {})
+        })
+    })
+    .with_concurrency_rounds(50)
 }
 
 macro_rules! checks {
@@ -57,6 +64,7 @@ checks!(
     revoke_by_subject,
     revocation_list_ttl,
     revocation_events,
+    revoke_expired_family_lists_tombstone,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -77,7 +85,8 @@ async fn run_all() {
     conformance::run_all(&memory()).await;
 }
 
-/// The memory store's own bounds: lazy and explicit purging, and the family limit.
+/// The memory store's own bounds: lazy and explicit purging, the family limit, and the
+/// subject index keeping forgotten families until two minutes past their absolute expiry.
 #[tokio::test]
 async fn memory_store_is_bounded() {
     use token_refresh::{FamilyStore, Pepper, RevocationList, Rotator, RotatorConfig};
@@ -102,8 +111,15 @@ async fn memory_store_is_bounded() {
     // Once they expire, creating sweeps them and makes room.
     let (_, fresh) = r.issue("u", "c", &[], None, t0 + 50).await.unwrap();
     assert_eq!(store.len(), 1);
-    assert_eq!(r.families_of("u").await.unwrap(), vec![fresh.id]);
     assert!(store.get(&ids[1]).await.unwrap().is_none());
+    // The subject index still names the forgotten families (their access tokens may live
+    // until t0 + 100).
+    let mut named = r.families_of("u").await.unwrap();
+    named.sort();
+    let mut expected = ids.clone();
+    expected.push(fresh.id);
+    expected.sort();
+    assert_eq!(named, expected);
     assert!(!store.is_revoked(&ids[0], t0 + 10).await.unwrap());
     assert!(store.revoked(t0 + 10).await.unwrap().is_empty());
 
@@ -122,9 +138,24 @@ async fn memory_store_is_bounded() {
         r.issue("new", "c", &[], None, t0 + 60).await.unwrap();
     }
     assert_eq!(store.len(), 5000);
-    assert!(r.families_of("old").await.unwrap().is_empty());
+    assert_eq!(r.families_of("old").await.unwrap().len(), 1000);
     assert_eq!(store.purge_expired(t0 + 110).unwrap(), 5000);
     assert!(store.is_empty());
+    // Revoking a subject whose families are all forgotten lists each (tombstones, counted 0);
+    // the entries lapse after the access-token lifetime like any other.
+    assert_eq!(r.revoke_subject("old", t0 + 110).await.unwrap(), 0);
+    assert_eq!(store.revoked(t0 + 110).await.unwrap().len(), 1000);
+    store.purge_expired(t0 + 120).unwrap();
+    assert!(store.revoked(t0 + 110).await.unwrap().is_empty());
+    // Index entries go two minutes after the absolute expiry (old: t0 + 100, new: t0 + 160),
+    // by an explicit purge or by the sweep of the next creation.
+    store.purge_expired(t0 + 219).unwrap();
+    assert_eq!(r.families_of("old").await.unwrap().len(), 1000);
+    store.purge_expired(t0 + 220).unwrap();
+    assert!(r.families_of("old").await.unwrap().is_empty());
+    assert_eq!(r.families_of("new").await.unwrap().len(), 5000);
+    r.issue("other", "c", &[], None, t0 + 280).await.unwrap();
+    assert!(r.families_of("new").await.unwrap().is_empty());
 }
 
 /// `issue_with` keeps what it is given (audiences deduplicated, a zero lifetime as none) and

@@ -4,8 +4,7 @@
 
 #![allow(
     clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test and bench code: a failure should panic"
+    reason = "test helpers: clippy.toml allows these in #[test] functions only"
 )]
 
 use std::sync::Arc;
@@ -13,8 +12,9 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use token_refresh::conformance::{Backend, Harness, model};
 use token_refresh::{
-    Family, FamilyId, MemoryStore, RefreshToken, RevokeOutcome, RotateOutcome, RotateRequest,
-    decide, decide_revoke,
+    Family, FamilyId, FamilyStore, MemoryStore, RefreshToken, RevocationEvent, RevocationList,
+    RevocationSubscription, RevokeOutcome, RevokeRequest, RotateOutcome, RotateRequest,
+    StoreFuture, TokenHash, decide, decide_revoke, decide_revoke_absent,
 };
 use token_testkit::TokioHarness;
 
@@ -65,6 +65,56 @@ fn passes_binding(family: &Family, req: &RotateRequest) -> bool {
             .is_none_or(|k| req.presented_jkt.as_ref() == Some(k))
 }
 
+/// A memory store that forgets every family as soon as it has expired (a sweep at the `now`
+/// of every write), as any store may: the model's answers about forgotten families
+/// (tombstones by id and by subject, `NotFound` by token) all come up.
+#[derive(Debug)]
+struct Forgetful(MemoryStore);
+
+impl FamilyStore for Forgetful {
+    fn create<'a>(&'a self, family: &'a Family) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.0.purge_expired(family.created_at)?;
+            self.0.create(family).await
+        })
+    }
+    fn get<'a>(&'a self, id: &'a FamilyId) -> StoreFuture<'a, Option<Family>> {
+        self.0.get(id)
+    }
+    fn rotate<'a>(&'a self, req: &'a RotateRequest) -> StoreFuture<'a, RotateOutcome> {
+        Box::pin(async move {
+            self.0.purge_expired(req.now)?;
+            self.0.rotate(req).await
+        })
+    }
+    fn revoke_family<'a>(
+        &'a self,
+        id: &'a FamilyId,
+        presented: Option<&'a TokenHash>,
+        req: &'a RevokeRequest,
+    ) -> StoreFuture<'a, RevokeOutcome> {
+        Box::pin(async move {
+            self.0.purge_expired(req.now)?;
+            self.0.revoke_family(id, presented, req).await
+        })
+    }
+    fn families_of<'a>(&'a self, subject: &'a str) -> StoreFuture<'a, Vec<FamilyId>> {
+        self.0.families_of(subject)
+    }
+}
+
+impl RevocationList for Forgetful {
+    fn is_revoked<'a>(&'a self, id: &'a FamilyId, now: i64) -> StoreFuture<'a, bool> {
+        self.0.is_revoked(id, now)
+    }
+    fn revoked<'a>(&'a self, now: i64) -> StoreFuture<'a, Vec<RevocationEvent>> {
+        self.0.revoked(now)
+    }
+    fn subscribe(&self) -> RevocationSubscription {
+        self.0.subscribe()
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -80,6 +130,18 @@ proptest! {
     #[test]
     fn model_agrees_with_memory_store(cfg in model::config_strategy(), ops in model::ops_strategy(80)) {
         runtime().block_on(model::run(&memory(), &cfg, &ops));
+    }
+
+    /// The same against a store that forgets each family as soon as it has expired.
+    #[test]
+    fn model_agrees_with_a_store_that_forgets_at_once(
+        cfg in model::config_strategy(),
+        ops in model::ops_strategy(80),
+    ) {
+        let forgetful = TokioHarness::new(|| async {
+            Backend::new(Arc::new(Forgetful(MemoryStore::new())))
+        });
+        runtime().block_on(model::run(&forgetful, &cfg, &ops));
     }
 }
 
@@ -183,6 +245,28 @@ proptest! {
                 same.revoked = family.revoked;
                 same.grace.clone_from(&family.grace);
                 prop_assert_eq!(same, family);
+            }
+            other => prop_assert!(false, "{other:?}"),
+        }
+    }
+
+    /// `decide_revoke_absent`: a family without a record is listed (a tombstone) by an
+    /// operator only, and only when it is not listed already; the entry is the one a
+    /// revocation would list.
+    #[test]
+    fn decide_revoke_absent_invariants((presented, listed, req) in model::revoke_absent_cases()) {
+        let id = FamilyId::from_bytes([7; 16]);
+        let operator = presented.is_none() && req.client_id.is_none();
+        let still_listed = listed.is_some_and(|e| req.now < e.listed_until);
+        match decide_revoke_absent(&id, presented.as_ref(), listed.as_ref(), &req) {
+            RevokeOutcome::NotFound => prop_assert!(!operator),
+            RevokeOutcome::AlreadyRevoked => prop_assert!(operator && still_listed),
+            RevokeOutcome::Tombstoned(entry) => {
+                prop_assert!(operator && !still_listed);
+                prop_assert_eq!(entry.family_id, id);
+                prop_assert_eq!(entry.reason, req.reason);
+                prop_assert_eq!(entry.revoked_at, req.now);
+                prop_assert_eq!(entry.listed_until, req.now + req.revocation_ttl);
             }
             other => prop_assert!(false, "{other:?}"),
         }

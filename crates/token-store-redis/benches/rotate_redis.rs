@@ -7,7 +7,6 @@
 
 #![allow(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::panic,
     reason = "bench code: a failure should panic"
 )]

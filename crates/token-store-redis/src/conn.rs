@@ -238,18 +238,21 @@ impl Conn {
         Ok(conn)
     }
 
+    /// The eviction policy found by the last check, while it is not `noeviction`.
+    pub(crate) fn eviction_policy(&self) -> Option<String> {
+        self.evicting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Runs `fut` under the operation deadline; refuses to while Redis may evict keys.
     pub(crate) async fn timed<T>(
         &self,
         op: &'static str,
         fut: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        if let Some(policy) = self
-            .evicting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-        {
+        if let Some(policy) = self.eviction_policy() {
             return Err(Error::EvictionPolicy { policy });
         }
         match tokio::time::timeout(self.op_timeout, fut).await {

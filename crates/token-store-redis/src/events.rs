@@ -153,27 +153,29 @@ struct Listener {
     probe: String,
     events: RevocationBroadcaster,
     resyncs: Arc<AtomicU64>,
-    /// Families already delivered, so a re-read repeats none of them.
+    /// Listings already delivered, so a re-read repeats none of them.
     seen: Seen,
     messages: Receiver<fred::types::Message>,
     reconnects: Receiver<fred::types::config::Server>,
 }
 
-/// The most recently delivered family ids (a family is revoked once, so its id identifies
-/// the event), at most [`SEEN_CAPACITY`]; older ones are forgotten first and may then be
-/// delivered again by a re-read (delivery stays at least once).
+/// The most recently delivered listings, as (family id, `revoked_at`), at most
+/// [`SEEN_CAPACITY`]; older ones are forgotten first and may then be delivered again by a
+/// re-read (delivery stays at least once). The id alone would not do: a family forgotten by
+/// the store is listed again (a new tombstone, a later `revoked_at`) once its entry lapsed,
+/// and that listing must reach subscribers that dropped the first one.
 #[derive(Default)]
 struct Seen {
-    ids: HashSet<FamilyId>,
-    order: VecDeque<FamilyId>,
+    ids: HashSet<(FamilyId, i64)>,
+    order: VecDeque<(FamilyId, i64)>,
 }
 
-/// How many delivered family ids a subscriber remembers (16 bytes each).
+/// How many delivered listings a subscriber remembers (24 bytes each).
 const SEEN_CAPACITY: usize = 65_536;
 
 impl Seen {
-    /// Records `id`; whether it is new.
-    fn insert(&mut self, id: FamilyId) -> bool {
+    /// Records a listing; whether it is new.
+    fn insert(&mut self, id: (FamilyId, i64)) -> bool {
         if !self.ids.insert(id) {
             return false;
         }
@@ -190,7 +192,7 @@ impl Seen {
 impl Listener {
     /// Delivers `event` locally unless it was delivered before.
     fn deliver(&mut self, event: RevocationEvent) {
-        if self.seen.insert(event.family_id) {
+        if self.seen.insert((event.family_id, event.revoked_at)) {
             self.events.publish(event);
         }
     }

@@ -60,7 +60,7 @@ impl Scripts {
 /// | operation | Redis commands |
 /// | --- | --- |
 /// | `rotate` | one `EVALSHA` (read, decide, write, list and publish on reuse) |
-/// | `revoke_family` | one `EVALSHA` |
+/// | `revoke_family` | one `EVALSHA` (a tombstone for a forgotten family too) |
 /// | `create` | `SET NX PX` of the family, then one `EVALSHA` on the subject index |
 /// | `get`, `is_revoked` | one `GET` |
 /// | `families_of` | one `ZRANGE` |
@@ -169,6 +169,16 @@ impl RedisStore {
         self.inner.conn.pool.is_connected()
     }
 
+    /// The `maxmemory-policy` for which this store now refuses every operation
+    /// ([`Error::EvictionPolicy`]), if any: a policy other than `noeviction` that the check
+    /// after a reconnect found on a primary (a Redis that has one at connect is refused
+    /// outright). `None` once the policy is `noeviction` again. For readiness reports, which
+    /// should name the policy and the fix: `Redis maxmemory-policy is allkeys-lru; set
+    /// noeviction`.
+    pub fn eviction_policy(&self) -> Option<String> {
+        self.inner.conn.eviction_policy()
+    }
+
     /// Stops the revocation subscriber and closes the connections. Other clones of this store
     /// fail closed afterwards.
     pub async fn close(&self) {
@@ -246,6 +256,8 @@ struct RotateArgs<'a> {
 #[cfg(feature = "refresh")]
 #[derive(Serialize)]
 struct RevokeArgs<'a> {
+    /// The family revoked: the id of a tombstone when there is no family document.
+    family_id: &'a FamilyId,
     presented_hash: Option<&'a TokenHash>,
     /// Set when revoking by token: the family is revoked by its own client only.
     client_id: Option<&'a str>,
@@ -390,6 +402,7 @@ impl RedisStore {
     ) -> Result<RevokeOutcome, token_refresh::Error> {
         check_time(&[req.now, req.revocation_ttl])?;
         let args = RevokeArgs {
+            family_id: id,
             presented_hash,
             client_id: req.client_id.as_deref(),
             reason: req.reason,
@@ -418,6 +431,17 @@ impl RedisStore {
             (Some("forged"), None) => RevokeOutcome::Forged,
             (Some("client_mismatch"), None) => RevokeOutcome::ClientMismatch,
             (Some("not_found"), None) => RevokeOutcome::NotFound,
+            (Some("tombstoned"), Some(json)) => {
+                let entry = RevocationEvent::from_json(json.as_bytes()).map_err(|_| {
+                    Error::unexpected("revoke", "a tombstone entry does not decode")
+                })?;
+                if entry.family_id != *id {
+                    return Err(
+                        Error::unexpected("revoke", "a tombstone entry has another id").into(),
+                    );
+                }
+                RevokeOutcome::Tombstoned(entry)
+            }
             _ => return Err(Error::unexpected("revoke", "unknown outcome").into()),
         };
         Ok(outcome)
@@ -510,7 +534,9 @@ impl FamilyStore for RedisStore {
     }
 
     /// Walks the subject's index family by family, each revocation one atomic script (no
-    /// cross-slot transaction); a family whose stored subject differs is skipped.
+    /// cross-slot transaction); a family whose stored subject differs is skipped, and one
+    /// whose document has expired gets a tombstone (the index keeps its id until the family's
+    /// absolute expiry plus the TTL margin).
     fn revoke_subject<'a>(
         &'a self,
         subject: &'a str,

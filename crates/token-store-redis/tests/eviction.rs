@@ -6,9 +6,8 @@
 
 #![allow(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::panic,
-    reason = "test code"
+    reason = "test helpers: clippy.toml allows these in #[test] functions only"
 )]
 
 use std::time::{Duration, Instant};
@@ -86,6 +85,7 @@ async fn a_reconnect_that_finds_an_evicting_policy_fails_every_operation_until_i
     let store = RedisStore::connect(config(&server.url())).await.unwrap();
     let id = FamilyId::generate().unwrap();
     assert!(store.get(&id).await.unwrap().is_none());
+    assert_eq!(store.eviction_policy(), None);
 
     // The policy changes behind the store's back; the next reconnect notices.
     set_policy(&server, "allkeys-lru");
@@ -100,6 +100,8 @@ async fn a_reconnect_that_finds_an_evicting_policy_fails_every_operation_until_i
     )
     .await;
     assert!(refused, "operations still work on a Redis that may evict");
+    // The reason, for a readiness report.
+    assert_eq!(store.eviction_policy().as_deref(), Some("allkeys-lru"));
     // The replay cache fails closed too (a proof is refused, not accepted unchecked).
     let key = ReplayKey::new("jkt", "jti");
     assert!(store.insert_if_absent(&key, 100, 0).await.is_err());
@@ -110,6 +112,7 @@ async fn a_reconnect_that_finds_an_evicting_policy_fails_every_operation_until_i
         back,
         "operations do not resume once the policy is noeviction again"
     );
+    assert_eq!(store.eviction_policy(), None);
 }
 
 /// Kills the store's connections (they reconnect) until `done` holds for a `get`, for 10 s.

@@ -1,14 +1,14 @@
 //! Property tests against real Redis (standalone and a 3-master Cluster, started by the
 //! fixtures): the token-refresh model-based test (random issue / rotate / reuse / grace retry
 //! / forge / revoke / clock-advance sequences, checked against a reference model at every
-//! step), and the Lua scripts against `decide` / `decide_revoke` on arbitrary states.
+//! step), and the Lua scripts against `decide` / `decide_revoke` / `decide_revoke_absent` on
+//! arbitrary states.
 
 #![allow(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::indexing_slicing,
     clippy::panic,
-    reason = "test code"
+    reason = "test helpers: clippy.toml allows these in #[test] functions only"
 )]
 
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use proptest::test_runner::{Config, TestRunner};
 use token_refresh::conformance::{Backend, Harness, model};
 use token_refresh::{
     FamilyId, FamilyStore, RevocationList, RevokeOutcome, RotateOutcome, decide, decide_revoke,
+    decide_revoke_absent,
 };
 use token_store_redis::{ReconnectPolicy, RedisConfig, RedisStore};
 use token_testkit::{RedisCluster, RedisServer, TokioHarness};
@@ -322,6 +323,64 @@ fn lua_revoke_test(url: String, cases: u32) {
     assert!(stray.is_none(), "an event without a revocation: {stray:?}");
 }
 
+/// Runs the revocation script on a family of which there is no document (with or without a
+/// revocation-list entry, written as a revocation would), and compares with
+/// `decide_revoke_absent`: the outcome, the entry listed afterwards and the event.
+fn lua_revoke_absent_test(url: String, cases: u32) {
+    let rt = runtime();
+    let store = rt.block_on(connect(&url, &fresh_prefix()));
+    let events = std::sync::Mutex::new(store.subscribe());
+    runner(cases)
+        .run(&model::revoke_absent_cases(), |(presented, listed, req)| {
+            let id = FamilyId::generate().unwrap();
+            let listed = listed.map(|e| token_refresh::RevocationEvent { family_id: id, ..e });
+            let expected = decide_revoke_absent(&id, presented.as_ref(), listed.as_ref(), &req);
+            rt.block_on(async {
+                if let Some(e) = listed {
+                    // An earlier revocation by id, at `e.revoked_at`, listed until
+                    // `e.listed_until`; the family document is gone since.
+                    let earlier = token_refresh::RevokeRequest {
+                        reason: e.reason,
+                        client_id: None,
+                        now: e.revoked_at,
+                        revocation_ttl: e.listed_until - e.revoked_at,
+                    };
+                    let out = store.revoke_family(&id, None, &earlier).await.unwrap();
+                    prop_assert_eq!(out, RevokeOutcome::Tombstoned(e));
+                    prop_assert_eq!(next_event(&events, id).await, e);
+                }
+                let got = store
+                    .revoke_family(&id, presented.as_ref(), &req)
+                    .await
+                    .unwrap();
+                prop_assert_eq!(&got, &expected);
+                prop_assert!(store.get(&id).await.unwrap().is_none());
+                let now_listed = match (&expected, listed) {
+                    (RevokeOutcome::Tombstoned(entry), _) => {
+                        prop_assert_eq!(next_event(&events, id).await, *entry);
+                        Some(*entry)
+                    }
+                    (_, before) => before,
+                };
+                let enumerated = store
+                    .revoked(req.now)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find(|e| e.family_id == id);
+                prop_assert_eq!(enumerated, now_listed.filter(|e| e.is_listed(req.now)));
+                prop_assert_eq!(
+                    store.is_revoked(&id, req.now).await.unwrap(),
+                    now_listed.is_some_and(|e| e.is_listed(req.now))
+                );
+                Ok(())
+            })
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stray = events.lock().unwrap().try_recv().unwrap();
+    assert!(stray.is_none(), "an event without a listing: {stray:?}");
+}
+
 /// The rotation script is `decide`, on arbitrary families and requests.
 #[test]
 fn lua_rotate_matches_decide_standalone() {
@@ -336,6 +395,13 @@ fn lua_revoke_matches_decide_revoke_standalone() {
     lua_revoke_test(server.url(), 512);
 }
 
+/// Without a family document, the revocation script is `decide_revoke_absent`.
+#[test]
+fn lua_revoke_of_a_forgotten_family_matches_decide_revoke_absent_standalone() {
+    let server = start_server();
+    lua_revoke_absent_test(server.url(), 256);
+}
+
 /// Both scripts again on a Cluster (fewer cases: the scripts are the same, the routing is
 /// what differs).
 #[test]
@@ -343,4 +409,5 @@ fn lua_scripts_match_decide_cluster() {
     let cluster = start_cluster();
     lua_rotate_test(cluster.url(), 256);
     lua_revoke_test(cluster.url(), 128);
+    lua_revoke_absent_test(cluster.url(), 64);
 }

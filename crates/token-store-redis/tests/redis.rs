@@ -6,10 +6,8 @@
 
 #![allow(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
     clippy::panic,
-    reason = "test code"
+    reason = "test helpers: clippy.toml allows these in #[test] functions only"
 )]
 
 use std::sync::Arc;
@@ -18,8 +16,8 @@ use std::time::{Duration, Instant};
 use token_dpop::{ReplayCache, ReplayError, ReplayKey};
 use token_refresh::conformance::{self, Backend, Harness, T0};
 use token_refresh::{
-    Error, FamilyId, FamilyStore, Pepper, RevocationList, RevocationReason, RevokeOutcome,
-    RevokeRequest, Rotator, RotatorConfig,
+    Error, Family, FamilyId, FamilyStore, Pepper, RefreshOutcome, RevocationList, RevocationReason,
+    RevokeOutcome, RevokeRequest, Rotator, RotatorConfig,
 };
 use token_store_redis::{ReconnectPolicy, RedisConfig, RedisConfigBuilder, RedisStore};
 use token_testkit::{RedisCluster, RedisSentinel, RedisServer, Reply, TokioHarness};
@@ -42,13 +40,36 @@ async fn connect(builder: RedisConfigBuilder) -> RedisStore {
 }
 
 /// The conformance suite's harness on the Redis at `url`: each backend is a new connection
-/// with a fresh key prefix; 30 concurrency rounds.
+/// with a fresh key prefix; 30 concurrency rounds. It forgets expired families by deleting
+/// their documents, as their TTL would.
 fn harness(url: String, resp3: bool) -> impl Harness {
     TokioHarness::new(move || {
-        let builder = config(&url, &fresh_prefix()).resp3(resp3);
-        async move { Backend::new(Arc::new(connect(builder).await)) }
+        let prefix = fresh_prefix();
+        let builder = config(&url, &prefix).resp3(resp3);
+        let url = url.clone();
+        async move {
+            Backend::new(Arc::new(connect(builder).await)).with_forget(move |ids, _| {
+                Box::pin(delete_families(url.clone(), prefix.clone(), ids))
+            })
+        }
     })
     .with_concurrency_rounds(30)
+}
+
+/// Deletes the documents of the families `ids` under `prefix` (on any deployment: fred routes
+/// each `DEL`), leaving their subject index and revocation-list entries alone.
+async fn delete_families(url: String, prefix: String, ids: Vec<FamilyId>) {
+    use fred::interfaces::{ClientLike, KeysInterface};
+    let client =
+        fred::types::Builder::from_config(fred::types::config::Config::from_url(&url).unwrap())
+            .build()
+            .unwrap();
+    client.init().await.unwrap();
+    for id in ids {
+        let deleted: i64 = client.del(format!("{prefix}f:{{{id}}}")).await.unwrap();
+        assert_eq!(deleted, 1, "no document for {id:?}");
+    }
+    client.quit().await.unwrap();
 }
 
 fn start_server() -> RedisServer {
@@ -67,6 +88,58 @@ fn rotator(store: &RedisStore) -> Rotator {
         .build()
         .unwrap();
     Rotator::new(Arc::new(store.clone()), conformance::test_pepper(), config)
+}
+
+/// A standalone server, a store on it under a fresh key prefix, and a [`rotator`] over the
+/// store.
+struct OnServer {
+    server: RedisServer,
+    prefix: String,
+    store: RedisStore,
+    r: Rotator,
+}
+
+impl OnServer {
+    async fn start() -> Self {
+        OnServer::with(|config| config).await
+    }
+
+    /// With the store's configuration changed by `edit`.
+    async fn with(edit: impl FnOnce(RedisConfigBuilder) -> RedisConfigBuilder) -> Self {
+        let server = start_server();
+        let prefix = fresh_prefix();
+        let store = connect(edit(config(&server.url(), &prefix))).await;
+        let r = rotator(&store);
+        OnServer {
+            server,
+            prefix,
+            store,
+            r,
+        }
+    }
+}
+
+/// `token` refreshed by its client `app` at `now`, with no DPoP key and nothing narrowed.
+async fn refresh(r: &Rotator, token: &str, now: i64) -> Result<RefreshOutcome, Error> {
+    r.refresh(token, "app", None, None, None, now).await
+}
+
+/// The `#[tokio::test]`s `$standalone` and `$cluster`: the async fn `$check`, given the URL, on
+/// a new standalone server and on a new Cluster.
+macro_rules! standalone_and_cluster {
+    ($standalone:ident, $cluster:ident, $check:path) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $standalone() {
+            let server = start_server();
+            $check(server.url()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $cluster() {
+            let cluster = start_cluster();
+            $check(cluster.url()).await;
+        }
+    };
 }
 
 // ---- the conformance suite --------------------------------------------------------------
@@ -123,31 +196,19 @@ fn command_calls(server: &RedisServer) -> std::collections::HashMap<String, i64>
 /// A rotation is exactly one Redis command (one `EVALSHA`), reuse detection included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_round_trip_per_rotation() {
-    let server = start_server();
-    let store = connect(config(&server.url(), &fresh_prefix())).await;
-    let r = rotator(&store);
+    let OnServer { server, r, .. } = OnServer::start().await;
     let (first, _) = r.issue("alice", "app", &[], None, T0).await.unwrap();
-    let mut token = first.clone();
     // Warm up (scripts are loaded at connect; nothing else is sent lazily).
-    token = r
-        .refresh(token.as_str(), "app", None, None, None, T0 + 1)
-        .await
-        .unwrap()
-        .token;
+    let mut token = refresh(&r, first.as_str(), T0 + 1).await.unwrap().token;
 
     const N: i64 = 50;
     let before = command_calls(&server);
     for i in 0..N {
-        token = r
-            .refresh(token.as_str(), "app", None, None, None, T0 + 2 + i)
-            .await
-            .unwrap()
-            .token;
+        token = refresh(&r, token.as_str(), T0 + 2 + i).await.unwrap().token;
     }
     // Reuse: detect, revoke, list and publish, still one command.
     assert!(matches!(
-        r.refresh(first.as_str(), "app", None, None, None, T0 + 100)
-            .await,
+        refresh(&r, first.as_str(), T0 + 100).await,
         Err(Error::ReuseDetected)
     ));
     let after = command_calls(&server);
@@ -175,18 +236,17 @@ async fn one_round_trip_per_rotation() {
 /// Every key the store writes has a TTL, and the family's keys share a hash tag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_expires() {
-    let server = start_server();
-    let prefix = fresh_prefix();
-    let store = connect(config(&server.url(), &prefix)).await;
-    let r = rotator(&store);
+    let OnServer {
+        server,
+        prefix,
+        store,
+        r,
+    } = OnServer::start().await;
     let (t0, f) = r.issue("alice", "app", &[], None, T0).await.unwrap();
-    r.refresh(t0.as_str(), "app", None, None, None, T0 + 1)
-        .await
-        .unwrap();
+    refresh(&r, t0.as_str(), T0 + 1).await.unwrap();
     // Reuse: the family is revoked and listed.
     assert!(matches!(
-        r.refresh(t0.as_str(), "app", None, None, None, T0 + 2)
-            .await,
+        refresh(&r, t0.as_str(), T0 + 2).await,
         Err(Error::ReuseDetected)
     ));
     let (_, g) = r.issue("bob", "app", &[], None, T0).await.unwrap();
@@ -224,16 +284,18 @@ async fn every_key_expires() {
         .int()
         .unwrap();
     assert!((350_000..=360_000).contains(&ttl), "{ttl}");
-    // The replay entry lives exactly expires_at - now.
+    // The replay entry lives expires_at - now (60 s) plus the margin (60 s), like the family
+    // keys: an instance whose clock is behind still finds it while it accepts the proof.
     let replay = keys.iter().find(|k| k.contains(":dpop:")).unwrap();
     let ttl = server.command(&["PTTL", replay]).unwrap().int().unwrap();
-    assert!((55_000..=60_000).contains(&ttl), "{ttl}");
+    assert!((115_000..=120_000).contains(&ttl), "{ttl}");
 }
 
 // ---- DPoP replay cache ------------------------------------------------------------------
 
 async fn replay_checks(url: String) {
-    let store = Arc::new(connect(config(&url, &fresh_prefix())).await);
+    // No TTL margin: the expiry below is watched in real time.
+    let store = Arc::new(connect(config(&url, &fresh_prefix()).ttl_margin(Duration::ZERO)).await);
     let key = ReplayKey::new("thumbprint", "jti-1");
     assert!(store.insert_if_absent(&key, T0 + 60, T0).await.unwrap());
     assert!(!store.insert_if_absent(&key, T0 + 60, T0 + 1).await.unwrap());
@@ -275,16 +337,30 @@ async fn replay_checks(url: String) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_cache_standalone() {
-    let server = start_server();
-    replay_checks(server.url()).await;
-}
+standalone_and_cluster!(replay_cache_standalone, replay_cache_cluster, replay_checks);
 
+/// A replay entry outlives the proof's acceptance by the configured TTL margin, also for a
+/// proof already past it (never a write that expires at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_cache_cluster() {
-    let cluster = start_cluster();
-    replay_checks(cluster.url()).await;
+async fn replay_entries_get_the_ttl_margin() {
+    let OnServer {
+        server,
+        prefix,
+        store,
+        ..
+    } = OnServer::with(|config| config.ttl_margin(Duration::from_secs(7))).await;
+    let pttl = |jti: &str| {
+        let key = format!("{prefix}dpop:{}", ReplayKey::new("jkt", jti).to_hex());
+        server.command(&["PTTL", &key]).unwrap().int().unwrap()
+    };
+    let live = ReplayKey::new("jkt", "live");
+    assert!(store.insert_if_absent(&live, T0 + 60, T0).await.unwrap());
+    let ttl = pttl("live");
+    assert!((66_000..=67_000).contains(&ttl), "{ttl}");
+    let late = ReplayKey::new("jkt", "late");
+    assert!(store.insert_if_absent(&late, T0 - 5, T0).await.unwrap());
+    let ttl = pttl("late");
+    assert!((6_000..=7_000).contains(&ttl), "{ttl}");
 }
 
 // ---- faults -----------------------------------------------------------------------------
@@ -320,7 +396,7 @@ async fn all_fail_closed(
         revocation_ttl: 300,
     };
     fails!("issue", r.issue("carol", "app", &[], None, T0 + 5));
-    fails!("refresh", r.refresh(token, "app", None, None, None, T0 + 5));
+    fails!("refresh", refresh(r, token, T0 + 5));
     fails!("revoke_token", r.revoke_token(token, "app", T0 + 5));
     fails!("revoke_family", store.revoke_family(&id, None, &req));
     fails!("revoke_subject", r.revoke_subject("alice", T0 + 5));
@@ -344,17 +420,16 @@ async fn all_fail_closed(
 /// store recovers without being recreated, and its subscriber resubscribes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_killed_then_restarted() {
-    let mut server = start_server();
     let timeout = Duration::from_millis(500);
-    let store = connect(config(&server.url(), &fresh_prefix()).command_timeout(timeout)).await;
-    let r = rotator(&store);
+    let OnServer {
+        mut server,
+        store,
+        r,
+        ..
+    } = OnServer::with(|config| config.command_timeout(timeout)).await;
     let mut sub = store.subscribe();
     let (t0, f) = r.issue("alice", "app", &[], None, T0).await.unwrap();
-    let t1 = r
-        .refresh(t0.as_str(), "app", None, None, None, T0 + 1)
-        .await
-        .unwrap()
-        .token;
+    let t1 = refresh(&r, t0.as_str(), T0 + 1).await.unwrap().token;
 
     // Operations in flight when the server dies fail too.
     let inflight = {
@@ -375,22 +450,10 @@ async fn server_killed_then_restarted() {
             assert!(is_store_error(&e), "{e:?}");
         }
     }
-    all_fail_closed(
-        &store,
-        &r,
-        t1.as_str(),
-        f.id,
-        timeout * 3 + Duration::from_millis(500),
-    )
-    .await;
-    all_fail_closed(
-        &store,
-        &r,
-        t1.as_str(),
-        f.id,
-        timeout * 3 + Duration::from_millis(500),
-    )
-    .await;
+    for _ in 0..2 {
+        let limit = timeout * 3 + Duration::from_millis(500);
+        all_fail_closed(&store, &r, t1.as_str(), f.id, limit).await;
+    }
 
     server.restart().unwrap();
     // The same store reconnects by itself (data is gone: the fixture keeps none).
@@ -405,19 +468,13 @@ async fn server_killed_then_restarted() {
             }
         }
     };
-    let u1 = r
-        .refresh(u0.as_str(), "app", None, None, None, T0 + 11)
-        .await
-        .unwrap()
-        .token;
+    let u1 = refresh(&r, u0.as_str(), T0 + 11).await.unwrap().token;
     assert!(matches!(
-        r.refresh(u0.as_str(), "app", None, None, None, T0 + 12)
-            .await,
+        refresh(&r, u0.as_str(), T0 + 12).await,
         Err(Error::ReuseDetected)
     ));
     assert!(matches!(
-        r.refresh(u1.as_str(), "app", None, None, None, T0 + 13)
-            .await,
+        refresh(&r, u1.as_str(), T0 + 13).await,
         Err(Error::Revoked)
     ));
     assert!(store.is_revoked(&g.id, T0 + 13).await.unwrap());
@@ -439,16 +496,12 @@ async fn server_killed_then_restarted() {
 /// the command timeout; they work again once it answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_server_times_out() {
-    let server = start_server();
     let timeout = Duration::from_millis(300);
-    let store = connect(config(&server.url(), &fresh_prefix()).command_timeout(timeout)).await;
-    let r = rotator(&store);
+    let OnServer {
+        server, store, r, ..
+    } = OnServer::with(|config| config.command_timeout(timeout)).await;
     let (t0, f) = r.issue("alice", "app", &[], None, T0).await.unwrap();
-    let t1 = r
-        .refresh(t0.as_str(), "app", None, None, None, T0 + 1)
-        .await
-        .unwrap()
-        .token;
+    let t1 = refresh(&r, t0.as_str(), T0 + 1).await.unwrap().token;
     let pause = Duration::from_secs(6);
     let paused_at = Instant::now();
     assert_eq!(
@@ -457,14 +510,8 @@ async fn stalled_server_times_out() {
             .unwrap(),
         Reply::Simple("OK".into())
     );
-    all_fail_closed(
-        &store,
-        &r,
-        t1.as_str(),
-        f.id,
-        timeout * 3 + Duration::from_millis(300),
-    )
-    .await;
+    let limit = timeout * 3 + Duration::from_millis(300);
+    all_fail_closed(&store, &r, t1.as_str(), f.id, limit).await;
     assert!(
         paused_at.elapsed() < pause,
         "the checks outlasted the pause"
@@ -474,9 +521,7 @@ async fn stalled_server_times_out() {
     // The token presented during the stall may or may not have rotated (the contract of an
     // error); a fresh family works normally.
     let (u0, _) = r.issue("alice", "app", &[], None, T0 + 2).await.unwrap();
-    r.refresh(u0.as_str(), "app", None, None, None, T0 + 3)
-        .await
-        .unwrap();
+    refresh(&r, u0.as_str(), T0 + 3).await.unwrap();
 }
 
 /// The pub/sub connection is cut and a revocation is made (by another instance) while it is
@@ -563,34 +608,27 @@ async fn events_right_after_connect(url: String) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_right_after_connect_standalone() {
-    let server = start_server();
-    events_right_after_connect(server.url()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_right_after_connect_cluster() {
-    let cluster = start_cluster();
-    events_right_after_connect(cluster.url()).await;
-}
+standalone_and_cluster!(
+    events_right_after_connect_standalone,
+    events_right_after_connect_cluster,
+    events_right_after_connect
+);
 
 /// Garbage where a family or a revocation entry should be: operations fail closed (a store
 /// error), never an `Ok` made up from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unexpected_data_fails_closed() {
-    let server = start_server();
-    let prefix = fresh_prefix();
-    let store = connect(config(&server.url(), &prefix)).await;
-    let r = rotator(&store);
+    let OnServer {
+        server,
+        prefix,
+        store,
+        r,
+    } = OnServer::start().await;
     let (t0, f) = r.issue("alice", "app", &[], None, T0).await.unwrap();
     let family_key = format!("{prefix}f:{{{}}}", f.id);
     for garbage in ["not json", "{}", "[1,2,3]", r#"{"id":"x"}"#] {
         server.command(&["SET", &family_key, garbage]).unwrap();
-        let e = r
-            .refresh(t0.as_str(), "app", None, None, None, T0 + 1)
-            .await
-            .unwrap_err();
+        let e = refresh(&r, t0.as_str(), T0 + 1).await.unwrap_err();
         assert!(is_store_error(&e), "{garbage}: {e:?}");
         let e = store.get(&f.id).await.unwrap_err();
         assert!(is_store_error(&e), "{garbage}: {e:?}");
@@ -627,24 +665,21 @@ async fn unexpected_data_fails_closed() {
 /// conformance suite checks it through the `Rotator`; this checks the stored bytes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_token_leaves_family_untouched() {
-    let server = start_server();
-    let prefix = fresh_prefix();
-    let store = connect(config(&server.url(), &prefix)).await;
-    let r = rotator(&store);
+    let OnServer {
+        server,
+        prefix,
+        store,
+        r,
+    } = OnServer::start().await;
     let (t0, f) = r.issue("alice", "app", &[], None, T0).await.unwrap();
-    let t1 = r
-        .refresh(t0.as_str(), "app", None, None, None, T0 + 1)
-        .await
-        .unwrap()
-        .token;
+    let t1 = refresh(&r, t0.as_str(), T0 + 1).await.unwrap().token;
     let key = format!("{prefix}f:{{{}}}", f.id);
     let stored = server.command(&["GET", &key]).unwrap();
     let pepper = Pepper::new(*b"another-pepper-another-pepper-32").unwrap();
     for _ in 0..5 {
         let forged = token_refresh::RefreshToken::generate(f.id).unwrap();
         assert!(matches!(
-            r.refresh(forged.as_str(), "app", None, None, None, T0 + 2)
-                .await,
+            refresh(&r, forged.as_str(), T0 + 2).await,
             Err(Error::ForgedToken)
         ));
         assert_eq!(
@@ -656,17 +691,33 @@ async fn forged_token_leaves_family_untouched() {
         // The real token under the wrong pepper is forged too.
         let wrong = Rotator::new(Arc::new(store.clone()), pepper.clone(), r.config().clone());
         assert!(matches!(
-            wrong
-                .refresh(t1.as_str(), "app", None, None, None, T0 + 2)
-                .await,
+            refresh(&wrong, t1.as_str(), T0 + 2).await,
             Err(Error::ForgedToken)
         ));
     }
     assert_eq!(server.command(&["GET", &key]).unwrap(), stored);
     assert!(!store.is_revoked(&f.id, T0 + 2).await.unwrap());
-    r.refresh(t1.as_str(), "app", None, None, None, T0 + 3)
-        .await
-        .unwrap();
+    refresh(&r, t1.as_str(), T0 + 3).await.unwrap();
+}
+
+/// Writes `template` as the stored document of family `f` (keys under `prefix`), with
+/// `{id}`, `{created}`, `{absolute}`, `{idle}` and `{hash}` replaced by `f`'s values: the family
+/// as an older version wrote it. Returns its key and the document.
+fn store_old_format(
+    server: &RedisServer,
+    prefix: &str,
+    f: &Family,
+    template: &str,
+) -> (String, String) {
+    let document = template
+        .replace("{id}", &f.id.to_string())
+        .replace("{created}", &f.created_at.to_string())
+        .replace("{absolute}", &f.absolute_expires_at.to_string())
+        .replace("{idle}", &f.idle_expires_at.to_string())
+        .replace("{hash}", &f.current_hash.to_base64url());
+    let key = format!("{prefix}f:{{{}}}", f.id);
+    server.command(&["SET", &key, &document]).unwrap();
+    (key, document)
 }
 
 /// A family document of the previous format (no `audience`, `claims_json` or `access_ttl`
@@ -676,30 +727,28 @@ async fn forged_token_leaves_family_untouched() {
 /// back without inventing those keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_format_family_still_refreshes() {
-    let server = start_server();
-    let prefix = fresh_prefix();
-    let store = connect(config(&server.url(), &prefix)).await;
-    let r = rotator(&store);
+    let OnServer {
+        server,
+        prefix,
+        store,
+        r,
+    } = OnServer::start().await;
     let get_raw = |key: &str| server.command(&["GET", key]).unwrap().text().unwrap();
 
     // As `create` wrote it.
     let scopes = ["read".to_owned(), "write".to_owned()];
     let (t0, f) = r.issue("alice", "app", &scopes, None, T0).await.unwrap();
-    let key = format!("{prefix}f:{{{}}}", f.id);
-    let old = format!(
+    let (key, old) = store_old_format(
+        &server,
+        &prefix,
+        &f,
         concat!(
-            r#"{{"id":"{id}","subject":"alice","client_id":"app","scopes":["read","write"],"#,
+            r#"{"id":"{id}","subject":"alice","client_id":"app","scopes":["read","write"],"#,
             r#""dpop_jkt":null,"created_at":{created},"absolute_expires_at":{absolute},"#,
             r#""idle_expires_at":{idle},"generation":0,"current_hash":"{hash}","rotated":[],"#,
-            r#""rotated_at":null,"grace":null,"revoked":null}}"#
+            r#""rotated_at":null,"grace":null,"revoked":null}"#
         ),
-        id = f.id,
-        created = f.created_at,
-        absolute = f.absolute_expires_at,
-        idle = f.idle_expires_at,
-        hash = f.current_hash.to_base64url(),
     );
-    server.command(&["SET", &key, &old]).unwrap();
     let read = store.get(&f.id).await.unwrap().unwrap();
     assert_eq!(read, f);
     assert!(read.audience.is_empty() && read.claims_json.is_none() && read.access_ttl.is_none());
@@ -729,35 +778,25 @@ async fn old_format_family_still_refreshes() {
     for field in ["audience", "claims_json", "access_ttl"] {
         assert!(!rewritten.contains(field), "{field} invented: {rewritten}");
     }
-    let t2 = r
-        .refresh(out.token.as_str(), "app", None, None, None, T0 + 2)
-        .await
-        .unwrap();
+    let t2 = refresh(&r, out.token.as_str(), T0 + 2).await.unwrap();
     assert_eq!(t2.scopes, scopes);
 
     // As the old rotation script rewrote one (empty lists as `{}`, `/` escaped), then its
     // revocation by token.
     let (u0, g) = r.issue("team/bob", "app", &[], None, T0).await.unwrap();
-    let key = format!("{prefix}f:{{{}}}", g.id);
-    let old = format!(
+    let (key, _) = store_old_format(
+        &server,
+        &prefix,
+        &g,
         concat!(
-            r#"{{"rotated":{{}},"grace":null,"client_id":"app","generation":0,"#,
-            r#""idle_expires_at":{idle},"subject":"team\/bob","revoked":null,"scopes":{{}},"#,
+            r#"{"rotated":{},"grace":null,"client_id":"app","generation":0,"#,
+            r#""idle_expires_at":{idle},"subject":"team\/bob","revoked":null,"scopes":{},"#,
             r#""current_hash":"{hash}","id":"{id}","created_at":{created},"#,
-            r#""absolute_expires_at":{absolute},"rotated_at":null,"dpop_jkt":null}}"#
+            r#""absolute_expires_at":{absolute},"rotated_at":null,"dpop_jkt":null}"#
         ),
-        id = g.id,
-        created = g.created_at,
-        absolute = g.absolute_expires_at,
-        idle = g.idle_expires_at,
-        hash = g.current_hash.to_base64url(),
     );
-    server.command(&["SET", &key, &old]).unwrap();
     assert_eq!(store.get(&g.id).await.unwrap().unwrap(), g);
-    let u1 = r
-        .refresh(u0.as_str(), "app", None, None, None, T0 + 1)
-        .await
-        .unwrap();
+    let u1 = refresh(&r, u0.as_str(), T0 + 1).await.unwrap();
     assert!(u1.family.scopes.is_empty() && u1.family.audience.is_empty());
     assert_eq!(
         r.revoke_token(u1.token.as_str(), "other", T0 + 2)

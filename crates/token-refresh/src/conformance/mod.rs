@@ -3,7 +3,8 @@
 //! Cluster in `token-store-redis`.
 //!
 //! A backend plugs in through a [`Harness`]: it hands out fresh, empty backends and says how
-//! to spawn tasks and sleep on its runtime (this crate depends on no runtime). Each check is a
+//! to spawn tasks and sleep on its runtime (this crate depends on no runtime); a backend says
+//! how to make it forget expired families ([`Backend::with_forget`]). Each check is a
 //! public `async fn` taking the harness; [`run_all`] runs every one. A failed check panics with
 //! a message, like any test assertion. [`model`] holds the model-based driver used by the
 //! property tests, and a strategy of arbitrary [`decide`](crate::decide) inputs for
@@ -88,13 +89,27 @@ pub trait Harness: Send + Sync {
     }
 }
 
+/// How a harness makes a backend forget expired families: see [`Backend::with_forget`].
+pub type ForgetFn = Arc<dyn Fn(Vec<FamilyId>, i64) -> TaskFuture + Send + Sync>;
+
 /// A backend under test: its family store and its revocation list (usually the same object).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Backend {
     /// The family store.
     pub store: Arc<dyn FamilyStore>,
     /// The revocation list fed by that store.
     pub revocations: Arc<dyn RevocationList>,
+    forget: Option<ForgetFn>,
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend")
+            .field("store", &self.store)
+            .field("revocations", &self.revocations)
+            .field("forgets", &self.forget.is_some())
+            .finish()
+    }
 }
 
 impl Backend {
@@ -103,6 +118,37 @@ impl Backend {
         Backend {
             store: backend.clone(),
             revocations: backend,
+            forget: None,
+        }
+    }
+
+    /// Says how to make the backend forget families that have expired, as a store may do at
+    /// any time after their expiry: `forget(ids, now)` drops the records of `ids`, all
+    /// expired at `now` (a memory store sweeps at `now` with
+    /// [`MemoryStore::purge_expired`](crate::MemoryStore::purge_expired); a Redis harness
+    /// deletes the families' keys, as their TTL would). It must leave everything else alone:
+    /// the subject index and the revocation list. The checks of what follows a family's
+    /// record ([`revoke_expired_family_lists_tombstone`]) need it.
+    #[must_use]
+    pub fn with_forget(
+        mut self,
+        forget: impl Fn(Vec<FamilyId>, i64) -> TaskFuture + Send + Sync + 'static,
+    ) -> Self {
+        self.forget = Some(Arc::new(forget));
+        self
+    }
+
+    /// Makes the backend forget `ids` (expired at `now`) and checks that it did.
+    async fn forget_expired(&self, ids: &[FamilyId], now: i64) {
+        let forget = self.forget.as_ref().expect(
+            "this check needs a backend that can forget expired families: Backend::with_forget",
+        );
+        forget(ids.to_vec(), now).await;
+        for id in ids {
+            assert!(
+                self.store.get(id).await.unwrap().is_none(),
+                "{id:?} is still stored after the harness made the backend forget it"
+            );
         }
     }
 }
@@ -165,6 +211,16 @@ async fn refresh_ok(
         Ok(out) => out,
         Err(e) => panic!("refresh expected to succeed, got {e:?}"),
     }
+}
+
+/// [`refresh_err`]`(r, token, jkt, now)` is an error matching `pattern` (shown when it is not).
+macro_rules! assert_refused {
+    ($r:expr, $token:expr, $jkt:expr, $now:expr, $pattern:pat) => {
+        match refresh_err($r, $token, $jkt, $now).await {
+            $pattern => {}
+            other => panic!("{other:?} is not {}", stringify!($pattern)),
+        }
+    };
 }
 
 async fn refresh_err(r: &Rotator, token: &RefreshToken, jkt: Option<&str>, now: i64) -> Error {
@@ -247,6 +303,7 @@ pub async fn run_all(h: &dyn Harness) {
     revoke_by_subject(h).await;
     revocation_list_ttl(h).await;
     revocation_events(h).await;
+    revoke_expired_family_lists_tombstone(h).await;
     concurrent_rotations(h, h.concurrency_rounds()).await;
     concurrent_grace_retries(h, h.concurrency_rounds()).await;
 }
@@ -299,18 +356,9 @@ pub async fn reuse_revokes_family(h: &dyn Harness) {
     let t1 = refresh_ok(&r, &t0, None, T0 + 1).await.token;
     let t2 = refresh_ok(&r, &t1, None, T0 + 2).await.token;
 
-    assert!(matches!(
-        refresh_err(&r, &t0, None, T0 + 3).await,
-        Error::ReuseDetected
-    ));
-    assert!(matches!(
-        refresh_err(&r, &t2, None, T0 + 4).await,
-        Error::Revoked
-    ));
-    assert!(matches!(
-        refresh_err(&r, &t1, None, T0 + 4).await,
-        Error::Revoked
-    ));
+    assert_refused!(&r, &t0, None, T0 + 3, Error::ReuseDetected);
+    assert_refused!(&r, &t2, None, T0 + 4, Error::Revoked);
+    assert_refused!(&r, &t1, None, T0 + 4, Error::Revoked);
     let stored = b.store.get(&f.id).await.unwrap().unwrap();
     let rev = stored.revoked.expect("revoked");
     assert_eq!(rev.reason, RevocationReason::ReuseDetected);
@@ -328,10 +376,7 @@ pub async fn forged_token_leaves_family_usable(h: &dyn Harness) {
     let t1 = refresh_ok(&r, &t0, None, T0 + 1).await.token;
     for _ in 0..3 {
         let forged = RefreshToken::generate(f.id).unwrap();
-        assert!(matches!(
-            refresh_err(&r, &forged, None, T0 + 2).await,
-            Error::ForgedToken
-        ));
+        assert_refused!(&r, &forged, None, T0 + 2, Error::ForgedToken);
         assert_eq!(
             r.revoke_token(forged.as_str(), CLIENT, T0 + 2)
                 .await
@@ -450,25 +495,31 @@ pub async fn refused_before_store_lookup(h: &dyn Harness) {
     refresh_ok(&r, &t0, None, T0 + 2).await;
 }
 
-/// A well-formed token of a family that was never created.
+/// A well-formed token of a family that was never created: refused, and revoking by it lists
+/// nothing. Revoking the family by id lists a tombstone (a store cannot tell a family never
+/// created from one forgotten after its expiry, whose access tokens may still be alive).
 pub async fn unknown_family(h: &dyn Harness) {
     let b = h.backend().await;
     let r = rotator(&b, config());
     let stray = RefreshToken::generate(FamilyId::generate().unwrap()).unwrap();
-    assert!(matches!(
-        refresh_err(&r, &stray, None, T0).await,
-        Error::UnknownFamily
-    ));
+    assert_refused!(&r, &stray, None, T0, Error::UnknownFamily);
     assert_eq!(
         r.revoke_token(stray.as_str(), CLIENT, T0).await.unwrap(),
         RevokeOutcome::NotFound
     );
+    assert!(!listed(&b, stray.family_id(), T0).await);
     assert_eq!(
         r.revoke_family(&stray.family_id(), T0).await.unwrap(),
-        RevokeOutcome::NotFound
+        RevokeOutcome::Tombstoned(RevocationEvent {
+            family_id: stray.family_id(),
+            reason: RevocationReason::FamilyRevoked,
+            revoked_at: T0,
+            listed_until: T0 + 300,
+        })
     );
     assert!(b.store.get(&stray.family_id()).await.unwrap().is_none());
-    assert!(!is_revoked(&b, stray.family_id(), T0).await);
+    assert!(listed(&b, stray.family_id(), T0).await);
+    assert!(!listed(&b, stray.family_id(), T0 + 300).await);
 }
 
 /// Creating a family whose id exists fails and leaves the existing one alone.
@@ -496,10 +547,7 @@ pub async fn grace_off_previous_is_reuse(h: &dyn Harness) {
     let (t0, f) = issue(&r, "alice", None).await;
     let out = refresh_ok(&r, &t0, None, T0 + 1).await;
     assert!(out.family.grace.is_none());
-    assert!(matches!(
-        refresh_err(&r, &t0, None, T0 + 1).await,
-        Error::ReuseDetected
-    ));
+    assert_refused!(&r, &t0, None, T0 + 1, Error::ReuseDetected);
     assert!(is_revoked(&b, f.id, T0 + 1).await);
 }
 
@@ -540,14 +588,8 @@ pub async fn grace_use_limit(h: &dyn Harness) {
     for _ in 0..2 {
         assert_eq!(refresh_ok(&r, &t0, None, T0 + 2).await.token, first.token);
     }
-    assert!(matches!(
-        refresh_err(&r, &t0, None, T0 + 3).await,
-        Error::ReuseDetected
-    ));
-    assert!(matches!(
-        refresh_err(&r, &first.token, None, T0 + 3).await,
-        Error::Revoked
-    ));
+    assert_refused!(&r, &t0, None, T0 + 3, Error::ReuseDetected);
+    assert_refused!(&r, &first.token, None, T0 + 3, Error::Revoked);
     let stored = b.store.get(&f.id).await.unwrap().unwrap();
     assert!(
         stored.grace.is_none(),
@@ -562,10 +604,7 @@ pub async fn grace_outside_window_is_reuse(h: &dyn Harness) {
     let (t0, _) = issue(&r, "alice", None).await;
     let first = refresh_ok(&r, &t0, None, T0 + 100).await;
     assert_eq!(refresh_ok(&r, &t0, None, T0 + 129).await.token, first.token);
-    assert!(matches!(
-        refresh_err(&r, &t0, None, T0 + 130).await,
-        Error::ReuseDetected
-    ));
+    assert_refused!(&r, &t0, None, T0 + 130, Error::ReuseDetected);
 }
 
 /// Only the immediately previous token gets grace: an older one (or the previous one once its
@@ -579,19 +618,13 @@ pub async fn grace_older_token_is_reuse(h: &dyn Harness) {
     // t1 is now the previous token: it gets t2 back.
     assert_eq!(refresh_ok(&r, &t1, None, T0 + 3).await.token, t2);
     // t0 is older: reuse.
-    assert!(matches!(
-        refresh_err(&r, &t0, None, T0 + 4).await,
-        Error::ReuseDetected
-    ));
+    assert_refused!(&r, &t0, None, T0 + 4, Error::ReuseDetected);
 
     let (u0, _) = issue(&r, "bob", None).await;
     let u1 = refresh_ok(&r, &u0, None, T0 + 1).await.token;
     refresh_ok(&r, &u1, None, T0 + 2).await;
     // u0's successor was used: u0 is no longer the previous token.
-    assert!(matches!(
-        refresh_err(&r, &u0, None, T0 + 3).await,
-        Error::ReuseDetected
-    ));
+    assert_refused!(&r, &u0, None, T0 + 3, Error::ReuseDetected);
 }
 
 /// On a DPoP-bound family a grace retry needs the same key; another key or none is refused
@@ -601,14 +634,8 @@ pub async fn grace_requires_same_dpop_key(h: &dyn Harness) {
     let r = rotator(&b, grace_config(30, 1));
     let (t0, f) = issue(&r, "alice", Some("jkt-A")).await;
     let first = refresh_ok(&r, &t0, Some("jkt-A"), T0 + 1).await;
-    assert!(matches!(
-        refresh_err(&r, &t0, Some("jkt-B"), T0 + 2).await,
-        Error::DpopKeyMismatch
-    ));
-    assert!(matches!(
-        refresh_err(&r, &t0, None, T0 + 2).await,
-        Error::DpopProofRequired
-    ));
+    assert_refused!(&r, &t0, Some("jkt-B"), T0 + 2, Error::DpopKeyMismatch);
+    assert_refused!(&r, &t0, None, T0 + 2, Error::DpopProofRequired);
     assert!(!is_revoked(&b, f.id, T0 + 2).await);
     let retry = refresh_ok(&r, &t0, Some("jkt-A"), T0 + 3).await;
     assert!(retry.is_grace_retry);
@@ -623,10 +650,7 @@ pub async fn grace_disabled_later_is_reuse(h: &dyn Harness) {
     let without = rotator(&b, config());
     let (t0, _) = issue(&with, "alice", None).await;
     refresh_ok(&with, &t0, None, T0 + 1).await;
-    assert!(matches!(
-        refresh_err(&without, &t0, None, T0 + 2).await,
-        Error::ReuseDetected
-    ));
+    assert_refused!(&without, &t0, None, T0 + 2, Error::ReuseDetected);
 }
 
 // ---- binding and scopes -------------------------------------------------------------------
@@ -649,16 +673,10 @@ pub async fn dpop_binding(h: &dyn Harness) {
     let t1 = refresh_ok(&r, &t0, Some("jkt-A"), T0 + 2).await;
     assert_eq!(t1.family.dpop_jkt.as_deref(), Some("jkt-A"));
     // A rotated token presented without the key: refused as a DPoP failure, not reuse.
-    assert!(matches!(
-        refresh_err(&r, &t0, Some("jkt-B"), T0 + 3).await,
-        Error::DpopKeyMismatch
-    ));
+    assert_refused!(&r, &t0, Some("jkt-B"), T0 + 3, Error::DpopKeyMismatch);
     assert!(!is_revoked(&b, f.id, T0 + 3).await);
     // With the key, the same rotated token is reuse.
-    assert!(matches!(
-        refresh_err(&r, &t0, Some("jkt-A"), T0 + 4).await,
-        Error::ReuseDetected
-    ));
+    assert_refused!(&r, &t0, Some("jkt-A"), T0 + 4, Error::ReuseDetected);
 
     let (u0, _) = issue(&r, "bob", None).await;
     let out = refresh_ok(&r, &u0, Some("jkt-C"), T0 + 1).await;
@@ -846,10 +864,7 @@ pub async fn grant_is_kept(h: &dyn Harness) {
     let (u0, u) = issue_grant(&r, "bob", Some("jkt-A")).await;
     let u1 = refresh_ok(&r, &u0, Some("jkt-A"), T0 + 1).await;
     refresh_ok(&r, &u1.token, Some("jkt-A"), T0 + 2).await;
-    assert!(matches!(
-        refresh_err(&r, &u0, Some("jkt-A"), T0 + 3).await,
-        Error::ReuseDetected
-    ));
+    assert_refused!(&r, &u0, Some("jkt-A"), T0 + 3, Error::ReuseDetected);
     let stored = stored_grant(&b, "reuse", u.id).await;
     assert_eq!(stored.dpop_jkt.as_deref(), Some("jkt-A"));
     assert!(stored.revoked.is_some());
@@ -986,10 +1001,7 @@ pub async fn client_binding(h: &dyn Harness) {
 
     // Reuse by its own client revokes as usual; then another client sees a revoked family,
     // and still cannot revoke by token.
-    assert!(matches!(
-        refresh_err(&r, &t0, None, T0 + 7).await,
-        Error::ReuseDetected
-    ));
+    assert_refused!(&r, &t0, None, T0 + 7, Error::ReuseDetected);
     assert!(matches!(
         other_client_err(&r, &t2.token, T0 + 8).await,
         Error::Revoked
@@ -1230,16 +1242,10 @@ pub async fn bounded_history(h: &dyn Harness) {
     assert_eq!(stored.rotated.len(), crate::MAX_ROTATED_HASHES);
     let now = T0 + 500;
     for old in &tokens[..3] {
-        assert!(matches!(
-            refresh_err(&r, old, None, now).await,
-            Error::ForgedToken
-        ));
+        assert_refused!(&r, old, None, now, Error::ForgedToken);
     }
     assert!(!is_revoked(&b, f.id, now).await);
-    assert!(matches!(
-        refresh_err(&r, &tokens[3], None, now).await,
-        Error::ReuseDetected
-    ));
+    assert_refused!(&r, &tokens[3], None, now, Error::ReuseDetected);
 }
 
 // ---- revocation ---------------------------------------------------------------------------
@@ -1259,10 +1265,7 @@ pub async fn revoke_by_token(h: &dyn Harness) {
         revoked.revoked.unwrap().reason,
         RevocationReason::TokenRevoked
     );
-    assert!(matches!(
-        refresh_err(&r, &t1, None, T0 + 3).await,
-        Error::Revoked
-    ));
+    assert_refused!(&r, &t1, None, T0 + 3, Error::Revoked);
     assert_eq!(
         r.revoke_token(t1.as_str(), CLIENT, T0 + 3).await.unwrap(),
         RevokeOutcome::AlreadyRevoked
@@ -1276,10 +1279,7 @@ pub async fn revoke_by_token(h: &dyn Harness) {
         r.revoke_token(u0.as_str(), CLIENT, T0 + 2).await.unwrap(),
         RevokeOutcome::Revoked(_)
     ));
-    assert!(matches!(
-        refresh_err(&r, &u1, None, T0 + 3).await,
-        Error::Revoked
-    ));
+    assert_refused!(&r, &u1, None, T0 + 3, Error::Revoked);
     assert!(is_revoked(&b, g.id, T0 + 3).await);
 }
 
@@ -1301,10 +1301,7 @@ pub async fn revoke_by_family(h: &dyn Harness) {
         r.revoke_family(&f.id, T0 + 6).await.unwrap(),
         RevokeOutcome::AlreadyRevoked
     );
-    assert!(matches!(
-        refresh_err(&r, &t0, None, T0 + 6).await,
-        Error::Revoked
-    ));
+    assert_refused!(&r, &t0, None, T0 + 6, Error::Revoked);
     assert!(is_revoked(&b, f.id, T0 + 6).await);
     assert!(!is_revoked(&b, other.id, T0 + 6).await);
     refresh_ok(&r, &o0, None, T0 + 6).await;
@@ -1332,10 +1329,7 @@ pub async fn revoke_by_subject(h: &dyn Harness) {
     r.revoke_family(&alice[0].1.id, T0 + 1).await.unwrap();
     assert_eq!(r.revoke_subject("alice", T0 + 2).await.unwrap(), 2);
     for (token, f) in &alice {
-        assert!(matches!(
-            refresh_err(&r, token, None, T0 + 3).await,
-            Error::Revoked
-        ));
+        assert_refused!(&r, token, None, T0 + 3, Error::Revoked);
         assert!(is_revoked(&b, f.id, T0 + 3).await);
     }
     let stored = b.store.get(&alice[1].1.id).await.unwrap().unwrap();
@@ -1413,6 +1407,150 @@ pub async fn revocation_events(h: &dyn Harness) {
     refresh_err(&r, &t0, None, T0 + 6).await;
     let again = collect_events(h, &mut sub, &[]).await;
     assert!(again.is_empty(), "events repeated: {again:?}");
+}
+
+/// The entry listed for `id` at `now`, found by enumeration (and listed by lookup too).
+async fn entry(b: &Backend, id: FamilyId, now: i64) -> RevocationEvent {
+    assert!(
+        is_revoked(b, id, now).await,
+        "{id:?} is not listed at {now}"
+    );
+    *b.revocations
+        .revoked(now)
+        .await
+        .expect("revoked")
+        .iter()
+        .find(|e| e.family_id == id)
+        .unwrap_or_else(|| panic!("{id:?} is listed but not enumerated"))
+}
+
+/// A family's record may be gone while its access tokens are still alive: with a 60 s idle
+/// TTL and 900 s access tokens, a family left alone expires (and the store may forget it) a
+/// minute after its last refresh, while the access token minted then lives 14 minutes more.
+/// Revoking such a family by id, or with its subject (whose index still names it), lists its
+/// id all the same: a tombstone ([`RevokeOutcome::Tombstoned`], counted 0), the same entry
+/// and event as a revocation, listed for the access-token lifetime from now. Revoking it again
+/// while listed changes nothing; once the entry lapsed, it is listed anew. A revocation by
+/// token of a forgotten family lists nothing ([`RevokeOutcome::NotFound`]), before and after
+/// a tombstone: a token proves nothing without its family.
+pub async fn revoke_expired_family_lists_tombstone(h: &dyn Harness) {
+    let b = h.backend().await;
+    let cfg = RotatorConfig::builder()
+        .family_lifetime(Duration::from_secs(10_000))
+        .idle_ttl(Duration::from_secs(60))
+        .max_access_token_lifetime(Duration::from_secs(900))
+        .build()
+        .unwrap();
+    let r = rotator(&b, cfg);
+    let mut sub = b.revocations.subscribe();
+    let (by_id_token, by_id) = issue(&r, "alice", None).await;
+    let (by_token_token, by_token) = issue(&r, "carol", None).await;
+    let (_, idle) = issue(&r, "bob", None).await;
+    let (live_token, live) = issue(&r, "bob", None).await;
+    // Bob's second family is refreshed (an access token would be minted now); the others
+    // expire at T0 + 60 and are forgotten.
+    refresh_ok(&r, &live_token, None, T0 + 50).await;
+    let forgotten = [by_id.id, by_token.id, idle.id];
+    b.forget_expired(&forgotten, T0 + 100).await;
+
+    // By token: nothing to prove the right to revoke with, nothing listed.
+    assert_eq!(
+        r.revoke_token(by_token_token.as_str(), CLIENT, T0 + 100)
+            .await
+            .unwrap(),
+        RevokeOutcome::NotFound
+    );
+    assert!(!listed(&b, by_token.id, T0 + 100).await);
+
+    // By family id: a tombstone, listed for the access-token lifetime from now.
+    let tombstone = RevocationEvent {
+        family_id: by_id.id,
+        reason: RevocationReason::FamilyRevoked,
+        revoked_at: T0 + 100,
+        listed_until: T0 + 1000,
+    };
+    assert_eq!(
+        r.revoke_family(&by_id.id, T0 + 100).await.unwrap(),
+        RevokeOutcome::Tombstoned(tombstone)
+    );
+    assert_eq!(entry(&b, by_id.id, T0 + 100).await, tombstone);
+    assert!(listed(&b, by_id.id, T0 + 999).await);
+    assert!(!listed(&b, by_id.id, T0 + 1000).await);
+    assert!(b.store.get(&by_id.id).await.unwrap().is_none());
+    // Again while listed: already covered, the entry unchanged.
+    assert_eq!(
+        r.revoke_family(&by_id.id, T0 + 101).await.unwrap(),
+        RevokeOutcome::AlreadyRevoked
+    );
+    assert_eq!(entry(&b, by_id.id, T0 + 101).await, tombstone);
+    // A token of the tombstoned family still proves nothing, and is still refused.
+    assert_eq!(
+        r.revoke_token(by_id_token.as_str(), CLIENT, T0 + 102)
+            .await
+            .unwrap(),
+        RevokeOutcome::NotFound
+    );
+    assert_eq!(entry(&b, by_id.id, T0 + 102).await, tombstone);
+    assert_refused!(&r, &by_id_token, None, T0 + 102, Error::UnknownFamily);
+
+    // By subject: the index still names the forgotten family; it is listed, the live one
+    // revoked, and only the live one counted.
+    let mut bobs = r.families_of("bob").await.unwrap();
+    bobs.sort();
+    let mut expected = vec![idle.id, live.id];
+    expected.sort();
+    assert_eq!(bobs, expected, "the subject index forgot a family");
+    assert_eq!(r.revoke_subject("bob", T0 + 103).await.unwrap(), 1);
+    for id in [idle.id, live.id] {
+        assert_eq!(
+            entry(&b, id, T0 + 103).await,
+            RevocationEvent {
+                family_id: id,
+                reason: RevocationReason::SubjectRevoked,
+                revoked_at: T0 + 103,
+                listed_until: T0 + 1003,
+            }
+        );
+    }
+    let stored = b.store.get(&live.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.revoked.map(|rev| (rev.reason, rev.at)),
+        Some((RevocationReason::SubjectRevoked, T0 + 103))
+    );
+    assert_eq!(r.revoke_subject("bob", T0 + 104).await.unwrap(), 0);
+    assert!(!listed(&b, by_token.id, T0 + 104).await);
+
+    // One event per listing, as for any revocation.
+    let events = collect_events(h, &mut sub, &[by_id.id, idle.id, live.id]).await;
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(events.contains(&tombstone), "{events:?}");
+    for id in [idle.id, live.id] {
+        let e = events.iter().find(|e| e.family_id == id).unwrap();
+        assert_eq!(
+            (e.reason, e.revoked_at, e.listed_until),
+            (RevocationReason::SubjectRevoked, T0 + 103, T0 + 1003)
+        );
+    }
+
+    // Once the tombstone lapsed, revoking again lists the family anew.
+    let again = RevocationEvent {
+        revoked_at: T0 + 1000,
+        listed_until: T0 + 1900,
+        ..tombstone
+    };
+    assert_eq!(
+        r.revoke_family(&by_id.id, T0 + 1000).await.unwrap(),
+        RevokeOutcome::Tombstoned(again)
+    );
+    assert_eq!(entry(&b, by_id.id, T0 + 1000).await, again);
+    assert_eq!(
+        r.revoke_token(by_id_token.as_str(), CLIENT, T0 + 1001)
+            .await
+            .unwrap(),
+        RevokeOutcome::NotFound
+    );
+    let events = collect_events(h, &mut sub, &[by_id.id]).await;
+    assert_eq!(events, vec![again]);
 }
 
 // ---- concurrency --------------------------------------------------------------------------

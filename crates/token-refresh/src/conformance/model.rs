@@ -30,8 +30,8 @@ use proptest::prelude::*;
 use super::{Harness, T0, test_pepper};
 use crate::{
     Error, Family, FamilyId, GracePolicy, GraceState, GrantDetails, MAX_ROTATED_HASHES,
-    RefreshOutcome, RefreshToken, Revocation, RevocationReason, RevokeOutcome, RevokeRequest,
-    RotateRequest, Rotator, RotatorConfig, SealedSuccessor, TokenHash,
+    RefreshOutcome, RefreshToken, Revocation, RevocationEvent, RevocationReason, RevokeOutcome,
+    RevokeRequest, RotateRequest, Rotator, RotatorConfig, SealedSuccessor, TokenHash,
 };
 
 /// Scopes a family may be granted (an issue picks a non-empty subset).
@@ -341,6 +341,10 @@ impl ModelFamily {
     }
     fn expired(&self, now: i64) -> bool {
         now >= self.absolute || now >= self.idle
+    }
+    /// Whether the family is certainly on the revocation list at `now`.
+    fn surely_listed(&self, now: i64) -> bool {
+        matches!(self.listing, Listing::Until(t) if now < t)
     }
     /// Whether a token `back` generations old is remembered by the backend.
     fn remembers(&self, back: usize) -> bool {
@@ -720,57 +724,53 @@ impl Model<'_> {
         };
         let expected_scopes = requested.clone().unwrap_or_else(|| f.scopes.clone());
         let grace_on = window > 0;
-        if back == 0 {
-            if let Some((expected, refused)) = narrowing_refused {
-                assert!(refused(&got), "{ctx}: expected {expected}, got {got:?}");
-                self.assert_unchanged(i, ctx).await;
-                return false;
-            }
-            let Got::Ok(out) = got else {
-                panic!("{ctx}: expected a rotation, got {got:?}")
-            };
-            f.assert_grant(&out.family, &format!("{ctx}: rotated"));
-            f.last = Some(out.family.clone());
-            assert!(!out.is_grace_retry, "{ctx}");
-            assert_eq!(out.family.generation, generation as u64 + 1, "{ctx}");
-            assert_eq!(out.family.absolute_expires_at, f.absolute, "{ctx}");
-            f.idle = (now + idle_ttl).min(f.absolute);
-            assert_eq!(out.family.idle_expires_at, f.idle, "{ctx}");
-            assert_eq!(out.scopes, expected_scopes, "{ctx}");
-            assert_eq!(out.family.scopes, f.scopes, "{ctx}");
-            assert_eq!(out.token.family_id(), f.id, "{ctx}");
-            assert!(!f.tokens.contains(&out.token), "{ctx}: token repeated");
-            f.tokens.push(out.token);
-            f.grace = grace_on.then_some((now, 0));
-        } else if back == 1
+        let grace_retry = back == 1
             && grace_on
             && f.grace
-                .is_some_and(|(at, uses)| now < at + window && uses < max_uses)
-        {
+                .is_some_and(|(at, uses)| now < at + window && uses < max_uses);
+        if back == 0 || grace_retry {
+            // A rotation or a grace retry, unless the narrowing is refused.
             if let Some((expected, refused)) = narrowing_refused {
                 assert!(refused(&got), "{ctx}: expected {expected}, got {got:?}");
                 self.assert_unchanged(i, ctx).await;
                 return false;
             }
-            let Got::Ok(out) = got else {
-                panic!("{ctx}: expected a grace retry, got {got:?}")
+            let what = if grace_retry {
+                "grace retry"
+            } else {
+                "rotation"
             };
-            f.assert_grant(&out.family, &format!("{ctx}: grace retry"));
+            let Got::Ok(out) = got else {
+                panic!("{ctx}: expected a {what}, got {got:?}")
+            };
+            f.assert_grant(&out.family, &format!("{ctx}: {what}"));
             f.last = Some(out.family.clone());
-            assert!(out.is_grace_retry, "{ctx}");
-            assert_eq!(
-                &out.token, &f.tokens[generation],
-                "{ctx}: not the same successor"
-            );
-            assert_eq!(out.family.generation, generation as u64, "{ctx}");
+            assert_eq!(out.is_grace_retry, grace_retry, "{ctx}");
             assert_eq!(out.scopes, expected_scopes, "{ctx}");
-            if let Some((_, uses)) = f.grace.as_mut() {
-                *uses += 1;
+            if grace_retry {
                 assert_eq!(
-                    out.family.grace.as_ref().map(|g| g.uses),
-                    Some(*uses),
-                    "{ctx}"
+                    &out.token, &f.tokens[generation],
+                    "{ctx}: not the same successor"
                 );
+                assert_eq!(out.family.generation, generation as u64, "{ctx}");
+                if let Some((_, uses)) = f.grace.as_mut() {
+                    *uses += 1;
+                    assert_eq!(
+                        out.family.grace.as_ref().map(|g| g.uses),
+                        Some(*uses),
+                        "{ctx}"
+                    );
+                }
+            } else {
+                assert_eq!(out.family.generation, generation as u64 + 1, "{ctx}");
+                assert_eq!(out.family.absolute_expires_at, f.absolute, "{ctx}");
+                f.idle = (now + idle_ttl).min(f.absolute);
+                assert_eq!(out.family.idle_expires_at, f.idle, "{ctx}");
+                assert_eq!(out.family.scopes, f.scopes, "{ctx}");
+                assert_eq!(out.token.family_id(), f.id, "{ctx}");
+                assert!(!f.tokens.contains(&out.token), "{ctx}: token repeated");
+                f.tokens.push(out.token);
+                f.grace = grace_on.then_some((now, 0));
             }
         } else {
             assert!(
@@ -838,8 +838,25 @@ impl Model<'_> {
         let out = out.unwrap_or_else(|e| panic!("{ctx}: revoke failed: {e:?}"));
         let f = &mut self.families[i];
         if f.expired(now) {
+            // The backend may have forgotten the family: then a token proves nothing
+            // (`NotFound`), and a revocation by id lists a tombstone unless the family is
+            // listed already.
             match out {
-                RevokeOutcome::NotFound => {}
+                RevokeOutcome::NotFound if by_token.is_some() => {}
+                RevokeOutcome::Tombstoned(entry) if by_token.is_none() && !f.surely_listed(now) => {
+                    assert_eq!(
+                        entry,
+                        RevocationEvent {
+                            family_id: f.id,
+                            reason: RevocationReason::FamilyRevoked,
+                            revoked_at: now,
+                            listed_until: now + ttl,
+                        },
+                        "{ctx}: tombstone"
+                    );
+                    f.revoked = Tri::Yes;
+                    f.listing = Listing::Until(now + ttl);
+                }
                 RevokeOutcome::Forged if !known => {}
                 RevokeOutcome::ClientMismatch if known && wrong_client => {}
                 RevokeOutcome::AlreadyRevoked if known && !wrong_client && f.revoked != Tri::No => {
@@ -923,15 +940,33 @@ impl Model<'_> {
                 continue;
             }
             if f.expired(now) {
-                if f.revoked != Tri::Yes {
+                // The backend may have forgotten the family, but its subject index names it
+                // until its absolute expiry at least: until then it is revoked if still stored
+                // (counted) and listed as a tombstone if not (not counted), unless listed
+                // already. Past the absolute expiry the index may have dropped it.
+                let indexed = now < f.absolute;
+                let listed_now = f.surely_listed(now);
+                if f.revoked != Tri::Yes && !listed_now {
                     maybe += 1;
-                    f.revoked = Tri::Maybe;
-                    let until = match f.listing {
-                        Listing::Maybe(t) => t.max(now + ttl),
-                        _ => now + ttl,
-                    };
-                    f.listing = Listing::Maybe(until);
                 }
+                if !listed_now {
+                    f.listing = if indexed && f.revoked == Tri::No {
+                        Listing::Until(now + ttl)
+                    } else {
+                        // Not listed anew if still stored and revoked before (or no longer
+                        // indexed).
+                        let until = match f.listing {
+                            Listing::Maybe(t) => t.max(now + ttl),
+                            _ => now + ttl,
+                        };
+                        Listing::Maybe(until)
+                    };
+                }
+                f.revoked = if indexed || f.revoked == Tri::Yes {
+                    Tri::Yes
+                } else {
+                    Tri::Maybe
+                };
                 f.last = None;
             } else if f.revoked == Tri::No {
                 min += 1;
@@ -1255,4 +1290,47 @@ pub fn revoke_cases() -> impl Strategy<Value = (Family, Option<TokenHash>, Revok
                 },
             )
         })
+}
+
+/// Arbitrary (presented hash, revocation-list entry, revocation request) triples for
+/// [`decide_revoke_absent`](crate::decide_revoke_absent): a revocation of a family of which
+/// there is no record, by token (a presented hash, a client, or both) or by an operator
+/// (neither), while the family is listed, was listed (lapsed around `now`) or never was.
+/// The family is [`FamilyId::from_bytes`]`([7; 16])`, as in [`family_strategy`].
+pub fn revoke_absent_cases()
+-> impl Strategy<Value = (Option<TokenHash>, Option<RevocationEvent>, RevokeRequest)> {
+    let reasons = [
+        RevocationReason::ReuseDetected,
+        RevocationReason::TokenRevoked,
+        RevocationReason::FamilyRevoked,
+        RevocationReason::SubjectRevoked,
+    ];
+    (
+        prop::option::of((0u8..=7).prop_map(hash)),
+        prop::option::of(case_client_strategy()),
+        prop::option::of((0usize..4, 900i64..1000, 990i64..1020)),
+        0usize..4,
+        995i64..1010,
+        prop_oneof![Just(1i64), 1i64..2000],
+    )
+        .prop_map(
+            move |(presented, client, listed, reason, now, revocation_ttl)| {
+                let listed = listed.map(|(reason, revoked_at, listed_until)| RevocationEvent {
+                    family_id: FamilyId::from_bytes([7; 16]),
+                    reason: reasons[reason],
+                    revoked_at,
+                    listed_until,
+                });
+                (
+                    presented,
+                    listed,
+                    RevokeRequest {
+                        reason: reasons[reason],
+                        client_id: client,
+                        now,
+                        revocation_ttl,
+                    },
+                )
+            },
+        )
 }
