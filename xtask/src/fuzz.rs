@@ -3,7 +3,8 @@
 //!
 //! `fuzz/` is its own crate, outside the workspace, with one `[[bin]]` per target; each target
 //! calls a `<crate>::fuzzing` function. A target whose `[[bin]]` has `required-features` (only
-//! `config_parse`, which needs the optional `token-server` dependency: feature `server`) is
+//! `config_parse` and `callers_parse`, which need the optional `token-server` dependency:
+//! feature `server`) is
 //! built with exactly those features, so the others build without the server, Redis or AWS.
 //! cargo-fuzz passes nightly-only flags to rustc;
 //! `RUSTC_BOOTSTRAP=1` lets the pinned stable toolchain take them, since no nightly toolchain
@@ -466,7 +467,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_config_target_needs_the_server() {
+    fn only_the_server_targets_need_the_server() {
         let manifest = std::fs::read_to_string(repo_root().join("fuzz/Cargo.toml")).unwrap();
         let needing: Vec<(String, Vec<String>)> = bins(&manifest)
             .into_iter()
@@ -476,12 +477,13 @@ mod tests {
                 (bin.name, args)
             })
             .collect();
+        let server = vec!["--features".to_owned(), "server".to_owned()];
         assert_eq!(
             needing,
-            [(
-                "config_parse".to_owned(),
-                vec!["--features".to_owned(), "server".to_owned()]
-            )]
+            [
+                ("config_parse".to_owned(), server.clone()),
+                ("callers_parse".to_owned(), server)
+            ]
         );
     }
 

@@ -1,8 +1,13 @@
 //! The one error type of `token-jwks`.
 
+use std::sync::Arc;
+
 /// Everything that can go wrong rendering or fetching a JWK Set. No variant carries a response
 /// body: only sizes, status codes and short reasons.
-#[derive(Debug, thiserror::Error)]
+///
+/// Errors are `Clone`, their sources shared behind an [`Arc`]: one failed fetch is the answer
+/// to every caller that waited for it (see [`Error::SharedFetch`]).
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A key cannot be published: an RSA key without `alg` (RS256 or PS256 is ambiguous).
@@ -19,19 +24,20 @@ pub enum Error {
     /// The TLS configuration could not be built (for example no trusted root certificates).
     #[cfg(feature = "fetch")]
     #[error("TLS setup failed: {0}")]
-    Tls(#[source] std::io::Error),
+    Tls(#[source] Arc<std::io::Error>),
     /// The JWKS endpoint could not be reached or the connection failed.
     #[cfg(feature = "fetch")]
-    #[error("fetching the JWKS failed: {}", chain(.0))]
-    Transport(#[source] hyper_util::client::legacy::Error),
+    #[error("fetching the JWKS failed: {}", chain(&**.0))]
+    Transport(#[source] Arc<hyper_util::client::legacy::Error>),
     /// The connection failed while the response body was read.
     #[cfg(feature = "fetch")]
     #[error("fetching the JWKS failed: {}", chain(&**.0))]
-    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// A fetch another caller started at the same time failed; that caller got its error, this
-    /// carries its message.
+    Body(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// A fetch another caller started at the same time failed: this caller waited for it
+    /// instead of fetching again, and gets the same error (the one that caller got) as the
+    /// source. Tells a caller that its own call did not reach the endpoint.
     #[error("fetching the JWKS failed: {0}")]
-    SharedFetch(String),
+    SharedFetch(#[source] Arc<Error>),
     /// The JWKS endpoint did not answer in time.
     #[error("fetching the JWKS timed out")]
     Timeout,
@@ -46,7 +52,7 @@ pub enum Error {
     },
     /// The response is not a valid JWK Set.
     #[error("the JWKS response is not a valid JWK Set: {0}")]
-    InvalidJwks(#[source] token_jwt::Error),
+    InvalidJwks(#[source] Arc<token_jwt::Error>),
     /// The fetch was not attempted: the last attempt was less than the refetch interval ago.
     #[error("JWKS refetch rate-limited")]
     RateLimited,

@@ -197,7 +197,7 @@ impl HttpSource {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_native_roots(provider)
-            .map_err(Error::Tls)?
+            .map_err(|e| Error::Tls(Arc::new(e)))?
             .https_or_http()
             .enable_http1()
             .build();
@@ -235,7 +235,7 @@ impl HttpSource {
             .client
             .request(request)
             .await
-            .map_err(Error::Transport)?;
+            .map_err(|e| Error::Transport(Arc::new(e)))?;
         let status = response.status().as_u16();
         if status != 200 {
             return Err(Error::Status(status));
@@ -268,7 +268,7 @@ impl HttpSource {
                         limit: self.max_bytes,
                     }
                 } else {
-                    Error::Body(e)
+                    Error::Body(Arc::from(e))
                 }
             })?
             .to_bytes();
@@ -380,7 +380,9 @@ struct State {
     last_attempt: Option<Duration>,
     /// Counts attempts; a waiter that sees it change knows a fetch happened meanwhile.
     generation: u64,
-    last_error: Option<String>,
+    /// The last attempt's error, which callers that waited for that attempt get as the source
+    /// of [`Error::SharedFetch`].
+    last_error: Option<Arc<Error>>,
 }
 
 /// A snapshot of a fetcher's state, for health checks and tests.
@@ -482,7 +484,7 @@ impl JwksFetcher {
         if state.generation != seen {
             return match &state.last_error {
                 None => Ok(()),
-                Some(e) => Err(Error::SharedFetch(e.clone())),
+                Some(e) => Err(Error::SharedFetch(Arc::clone(e))),
             };
         }
         let now = self.clock.now();
@@ -511,7 +513,7 @@ impl JwksFetcher {
             }
             Err(e) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                next.last_error = Some(e.to_string());
+                next.last_error = Some(Arc::new(e.clone()));
                 metrics::counter!("token_jwks_fetch_total", "outcome" => "error").increment(1);
                 Err(e)
             }
@@ -529,7 +531,7 @@ impl JwksFetcher {
                 limit: token_jwt::MAX_JWKS_BYTES,
             });
         }
-        let set = JwkSet::from_json(&fetched.body).map_err(Error::InvalidJwks)?;
+        let set = JwkSet::from_json(&fetched.body).map_err(|e| Error::InvalidJwks(Arc::new(e)))?;
         let mut keys = KeySet::new();
         for jwk in &set.keys {
             let Some(alg) = jwk.algorithm() else { continue };
@@ -565,7 +567,7 @@ impl JwksFetcher {
             keys: state.keys.as_ref().map_or(0, |k| k.len()),
             fresh: state.keys.is_some() && now < state.fresh_until,
             usable: state.keys.is_some() && now < state.stale_until,
-            last_error: state.last_error.clone(),
+            last_error: state.last_error.as_ref().map(ToString::to_string),
         }
     }
 
@@ -627,6 +629,40 @@ mod tests {
         assert_eq!(
             c.ttl(Some(Duration::from_secs(120))),
             Duration::from_secs(120)
+        );
+    }
+
+    /// A source whose endpoint always answers HTTP 503.
+    #[derive(Debug)]
+    struct Unavailable;
+
+    impl JwksSource for Unavailable {
+        fn fetch(&self) -> FetchFuture<'_> {
+            Box::pin(async { Err(Error::Status(503)) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_waited_for_a_failed_fetch_gets_that_error_as_its_source() {
+        let fetcher = JwksFetcher::new(
+            Arc::new(Unavailable),
+            Arc::new(token_jwt::RustCryptoProvider::new()),
+            Arc::new(ManualClock::new()),
+            FetcherConfig::default(),
+        );
+        // The caller that fetches gets the source's error itself.
+        assert!(matches!(fetcher.refresh().await, Err(Error::Status(503))));
+        // A caller that saw generation 0 and queued behind that fetch does not fetch again.
+        let waited = fetcher.fetch_shared(0).await.unwrap_err();
+        let Error::SharedFetch(shared) = &waited else {
+            panic!("{waited:?}")
+        };
+        assert!(matches!(**shared, Error::Status(503)));
+        let source = std::error::Error::source(&waited).unwrap();
+        assert_eq!(source.to_string(), "the JWKS endpoint answered HTTP 503");
+        assert_eq!(
+            fetcher.status().last_error.as_deref(),
+            Some("the JWKS endpoint answered HTTP 503")
         );
     }
 

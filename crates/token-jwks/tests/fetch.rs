@@ -6,9 +6,7 @@
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code"
+    reason = "test helpers: clippy.toml allows these in #[test] functions only"
 )]
 
 use std::net::SocketAddr;

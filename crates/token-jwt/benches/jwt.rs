@@ -4,14 +4,7 @@
 //!
 //! Run: `cargo bench -p token-jwt --all-features --bench jwt`
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::cast_possible_truncation,
-    reason = "test and bench code: a failed expectation should panic"
-)]
+#![allow(clippy::unwrap_used, reason = "bench code: a failure should panic")]
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -1,6 +1,9 @@
 //! JWS algorithms this library knows (RFC 7518, RFC 8037).
-
-use crate::error::{Error, Result};
+//!
+//! This module names no other: [`Error`](crate::Error) holds `Algorithm`s in its variants, so
+//! a name that is not an algorithm is reported here as a [`Refused`] reason, and `error.rs`,
+//! which maps each reason to its own `Error` variant, also holds the public parsers
+//! (`Algorithm::parse` and `FromStr`).
 
 /// A JWS signature algorithm. Only asymmetric algorithms exist here: `none` and `HS*` cannot
 /// even be represented.
@@ -17,6 +20,18 @@ pub enum Algorithm {
     RS256,
     /// RSASSA-PSS with SHA-256, MGF1 with SHA-256 and a 32-byte salt.
     PS256,
+}
+
+/// Why a name is not an [`Algorithm`]; each reason becomes its own [`Error`](crate::Error)
+/// variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// `none` (an unsecured JWS), in any case.
+    None,
+    /// A symmetric `HS*` algorithm, in any case.
+    Symmetric,
+    /// Any other name this library does not implement.
+    Unsupported,
 }
 
 impl Algorithm {
@@ -40,22 +55,21 @@ impl Algorithm {
         }
     }
 
-    /// Parses a registered JWS name, with a specific error for `none` and `HS*`.
-    ///
-    /// # Errors
-    /// [`Error::AlgNone`], [`Error::SymmetricAlgorithm`] or [`Error::UnsupportedAlgorithm`].
-    pub fn parse(name: &str) -> Result<Self> {
+    /// The algorithm a registered JWS name stands for, or why the name is refused. Names are
+    /// case-sensitive (RFC 7515 section 4.1.1), except that `none` and `HS*` are recognized in
+    /// any case, so that `NONE` earns the same specific refusal as `none`.
+    pub(crate) fn from_name(name: &str) -> Result<Self, Refused> {
         Ok(match name {
             "ES256" => Algorithm::ES256,
             "ES384" => Algorithm::ES384,
             "EdDSA" => Algorithm::EdDSA,
             "RS256" => Algorithm::RS256,
             "PS256" => Algorithm::PS256,
-            _ if name.eq_ignore_ascii_case("none") => return Err(Error::AlgNone),
+            _ if name.eq_ignore_ascii_case("none") => return Err(Refused::None),
             _ if name.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("HS")) => {
-                return Err(Error::SymmetricAlgorithm);
+                return Err(Refused::Symmetric);
             }
-            _ => return Err(Error::UnsupportedAlgorithm),
+            _ => return Err(Refused::Unsupported),
         })
     }
 
@@ -75,13 +89,6 @@ impl std::fmt::Display for Algorithm {
     }
 }
 
-impl std::str::FromStr for Algorithm {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Algorithm::parse(s)
-    }
-}
-
 impl serde::Serialize for Algorithm {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
@@ -95,29 +102,18 @@ mod tests {
     #[test]
     fn names_round_trip() {
         for alg in Algorithm::ALL {
-            assert_eq!(Algorithm::parse(alg.as_str()).unwrap(), alg);
+            assert_eq!(Algorithm::from_name(alg.as_str()), Ok(alg));
+            assert_eq!(alg.to_string(), alg.as_str());
         }
     }
 
     #[test]
-    fn none_and_hmac_have_their_own_errors() {
-        assert!(matches!(Algorithm::parse("none"), Err(Error::AlgNone)));
-        assert!(matches!(Algorithm::parse("NONE"), Err(Error::AlgNone)));
-        assert!(matches!(
-            Algorithm::parse("HS256"),
-            Err(Error::SymmetricAlgorithm)
-        ));
-        assert!(matches!(
-            Algorithm::parse("hs512"),
-            Err(Error::SymmetricAlgorithm)
-        ));
-        assert!(matches!(
-            Algorithm::parse("es256"),
-            Err(Error::UnsupportedAlgorithm)
-        ));
-        assert!(matches!(
-            Algorithm::parse(""),
-            Err(Error::UnsupportedAlgorithm)
-        ));
+    fn none_and_hmac_have_their_own_refusals() {
+        assert_eq!(Algorithm::from_name("none"), Err(Refused::None));
+        assert_eq!(Algorithm::from_name("NONE"), Err(Refused::None));
+        assert_eq!(Algorithm::from_name("HS256"), Err(Refused::Symmetric));
+        assert_eq!(Algorithm::from_name("hs512"), Err(Refused::Symmetric));
+        assert_eq!(Algorithm::from_name("es256"), Err(Refused::Unsupported));
+        assert_eq!(Algorithm::from_name(""), Err(Refused::Unsupported));
     }
 }

@@ -3,8 +3,12 @@
 //! Every distinct rejection is its own variant so callers (and metrics) can tell them apart.
 //! No variant ever carries a token, a signature or key material: only names, sizes and
 //! short static reasons.
+//!
+//! The public parsers of algorithm names live here too, next to the variants they return:
+//! `alg.rs` stays a leaf module (this one names `Algorithm`) and reports why a name is refused
+//! as a crate-private [`Refused`].
 
-use crate::Algorithm;
+use crate::alg::{Algorithm, Refused};
 
 /// Which part of a compact JWS an error is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,5 +206,63 @@ impl Error {
     }
 }
 
+impl From<Refused> for Error {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::None => Error::AlgNone,
+            Refused::Symmetric => Error::SymmetricAlgorithm,
+            Refused::Unsupported => Error::UnsupportedAlgorithm,
+        }
+    }
+}
+
+impl Algorithm {
+    /// Parses a registered JWS name, with a specific error for `none` and `HS*`.
+    ///
+    /// # Errors
+    /// [`Error::AlgNone`], [`Error::SymmetricAlgorithm`] or [`Error::UnsupportedAlgorithm`].
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(Algorithm::from_name(name)?)
+    }
+}
+
+impl std::str::FromStr for Algorithm {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Algorithm::parse(s)
+    }
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsing_a_name_gives_each_refusal_its_own_error() {
+        for alg in Algorithm::ALL {
+            assert_eq!(Algorithm::parse(alg.as_str()).unwrap(), alg);
+            assert_eq!(alg.as_str().parse::<Algorithm>().unwrap(), alg);
+        }
+        assert!(matches!(Algorithm::parse("none"), Err(Error::AlgNone)));
+        assert!(matches!(Algorithm::parse("NONE"), Err(Error::AlgNone)));
+        assert!(matches!(
+            Algorithm::parse("HS256"),
+            Err(Error::SymmetricAlgorithm)
+        ));
+        assert!(matches!(
+            "hs512".parse::<Algorithm>(),
+            Err(Error::SymmetricAlgorithm)
+        ));
+        assert!(matches!(
+            Algorithm::parse("es256"),
+            Err(Error::UnsupportedAlgorithm)
+        ));
+        assert!(matches!(
+            Algorithm::parse(""),
+            Err(Error::UnsupportedAlgorithm)
+        ));
+    }
+}

@@ -73,35 +73,27 @@ impl<T: JwsSigner + ?Sized> AsyncJwsSigner for T {
     }
 }
 
-impl<T: JwsSigner + ?Sized> JwsSigner for Arc<T> {
-    fn algorithm(&self) -> Algorithm {
-        (**self).algorithm()
-    }
-    fn key_id(&self) -> &str {
-        (**self).key_id()
-    }
-    fn public_jwk(&self) -> &Jwk {
-        (**self).public_jwk()
-    }
-    fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
-        (**self).sign(signing_input)
-    }
+/// `Arc<T>` and `Box<T>` sign as the signer they point to.
+macro_rules! forward_signer {
+    ($($pointer:ident),+) => {$(
+        impl<T: JwsSigner + ?Sized> JwsSigner for $pointer<T> {
+            fn algorithm(&self) -> Algorithm {
+                (**self).algorithm()
+            }
+            fn key_id(&self) -> &str {
+                (**self).key_id()
+            }
+            fn public_jwk(&self) -> &Jwk {
+                (**self).public_jwk()
+            }
+            fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
+                (**self).sign(signing_input)
+            }
+        }
+    )+};
 }
 
-impl<T: JwsSigner + ?Sized> JwsSigner for Box<T> {
-    fn algorithm(&self) -> Algorithm {
-        (**self).algorithm()
-    }
-    fn key_id(&self) -> &str {
-        (**self).key_id()
-    }
-    fn public_jwk(&self) -> &Jwk {
-        (**self).public_jwk()
-    }
-    fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
-        (**self).sign(signing_input)
-    }
-}
+forward_signer!(Arc, Box);
 
 /// A RustCrypto verifying-key type that has a JWS algorithm and a JWK form.
 pub trait JwsPublicKey {

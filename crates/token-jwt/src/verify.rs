@@ -273,9 +273,7 @@ impl Policy {
         keys: &(impl KeyResolver + ?Sized),
         now: i64,
     ) -> Result<Verified<Claims>> {
-        let jws = UnverifiedJws::parse_with_limit(token, self.max_token_bytes)?;
-        self.check_header(jws.header())?;
-        let kid = jws.header().kid.clone().ok_or(Error::MissingKeyId)?;
+        let (jws, kid) = self.parse(token)?;
         let key = keys.resolve(&kid)?;
         self.finish(jws, key.as_ref(), now)
     }
@@ -290,11 +288,18 @@ impl Policy {
         keys: &(impl KeyResolver + ?Sized),
         now: i64,
     ) -> Result<Verified<Claims>> {
+        let (jws, kid) = self.parse(token)?;
+        let key = keys.resolve_async(&kid).await?;
+        self.finish(jws, key.as_ref(), now)
+    }
+
+    /// The checks before the key is looked up: size, framing and header rules; the token and
+    /// the `kid` of the key to look up.
+    fn parse<'t>(&self, token: &'t str) -> Result<(UnverifiedJws<'t>, String)> {
         let jws = UnverifiedJws::parse_with_limit(token, self.max_token_bytes)?;
         self.check_header(jws.header())?;
         let kid = jws.header().kid.clone().ok_or(Error::MissingKeyId)?;
-        let key = keys.resolve_async(&kid).await?;
-        self.finish(jws, key.as_ref(), now)
+        Ok((jws, kid))
     }
 
     fn finish(

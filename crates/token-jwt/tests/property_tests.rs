@@ -4,11 +4,7 @@
 
 #![allow(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::cast_possible_truncation,
-    reason = "test and bench code: a failed expectation should panic"
+    reason = "test helpers: clippy.toml allows these in #[test] functions only"
 )]
 
 use std::sync::{Arc, OnceLock};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self as lc, KeyPair as _, ParsedPublicKey};
 
-use super::{CryptoProvider, Decoded, JwsVerifier, check_fit, check_len, decode};
+use super::{CryptoProvider, Decoded, JwsVerifier, ProviderKey, check_fit, decode, key_verifier};
 use crate::alg::Algorithm;
 use crate::error::{Error, Result};
 use crate::jwk::{EcCurve, Jwk};
@@ -38,21 +38,6 @@ enum Key {
         lc::RsaPublicKeyComponents<Vec<u8>>,
         &'static lc::RsaParameters,
     ),
-}
-
-struct LcVerifier {
-    alg: Algorithm,
-    jwk: Jwk,
-    key: Key,
-}
-
-impl fmt::Debug for LcVerifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AwsLcVerifier")
-            .field("alg", &self.alg)
-            .field("kid", &self.jwk.kid)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Encodings of the Ed25519 points of small order, with the sign bit cleared (the list
@@ -108,29 +93,15 @@ fn small_order(encoding: &[u8]) -> bool {
     SMALL_ORDER.contains(&bytes)
 }
 
-impl JwsVerifier for LcVerifier {
-    fn algorithm(&self) -> Algorithm {
-        self.alg
-    }
-
-    fn jwk(&self) -> &Jwk {
-        &self.jwk
-    }
-
-    fn verify(&self, message: &[u8], signature: &[u8]) -> Result<()> {
-        check_len(self.alg, signature)?;
-        let ok = match &self.key {
+impl ProviderKey for Key {
+    fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
             Key::Parsed(k) => k.verify_sig(message, signature).is_ok(),
             Key::Ed25519(k) => {
                 signature.get(..32).is_some_and(|r| !small_order(r))
                     && k.verify_sig(message, signature).is_ok()
             }
             Key::Rsa(k, params) => k.verify(params, message, signature).is_ok(),
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::InvalidSignature)
         }
     }
 }
@@ -164,11 +135,7 @@ impl CryptoProvider for AwsLcProvider {
             ),
             _ => return Err(Error::AlgorithmKeyMismatch(alg)),
         };
-        Ok(Arc::new(LcVerifier {
-            alg,
-            jwk: jwk.clone(),
-            key,
-        }))
+        Ok(key_verifier("AwsLcVerifier", jwk, alg, key))
     }
 
     fn signer(&self, key: &PrivateKey) -> Result<Arc<dyn JwsSigner>> {

@@ -67,29 +67,24 @@ pub trait CryptoProvider: Send + Sync + fmt::Debug {
     fn signer(&self, key: &PrivateKey) -> Result<Arc<dyn JwsSigner>>;
 }
 
-impl<T: CryptoProvider + ?Sized> CryptoProvider for Arc<T> {
-    fn name(&self) -> &'static str {
-        (**self).name()
-    }
-    fn verifying_key(&self, jwk: &Jwk, alg: Algorithm) -> Result<Arc<dyn JwsVerifier>> {
-        (**self).verifying_key(jwk, alg)
-    }
-    fn signer(&self, key: &PrivateKey) -> Result<Arc<dyn JwsSigner>> {
-        (**self).signer(key)
-    }
+/// `Arc<T>` and `&T` provide what the provider they point to provides.
+macro_rules! forward_provider {
+    ($($pointer:ty),+) => {$(
+        impl<T: CryptoProvider + ?Sized> CryptoProvider for $pointer {
+            fn name(&self) -> &'static str {
+                (**self).name()
+            }
+            fn verifying_key(&self, jwk: &Jwk, alg: Algorithm) -> Result<Arc<dyn JwsVerifier>> {
+                (**self).verifying_key(jwk, alg)
+            }
+            fn signer(&self, key: &PrivateKey) -> Result<Arc<dyn JwsSigner>> {
+                (**self).signer(key)
+            }
+        }
+    )+};
 }
 
-impl<T: CryptoProvider + ?Sized> CryptoProvider for &T {
-    fn name(&self) -> &'static str {
-        (**self).name()
-    }
-    fn verifying_key(&self, jwk: &Jwk, alg: Algorithm) -> Result<Arc<dyn JwsVerifier>> {
-        (**self).verifying_key(jwk, alg)
-    }
-    fn signer(&self, key: &PrivateKey) -> Result<Arc<dyn JwsSigner>> {
-        (**self).signer(key)
-    }
-}
+forward_provider!(Arc<T>, &T);
 
 /// The fastest provider compiled in: `AwsLcProvider` with the `aws-lc-rs` feature, else
 /// [`RustCryptoProvider`]. A convenience for binaries; libraries should take a provider as a
@@ -129,6 +124,66 @@ pub(crate) fn check_len(alg: Algorithm, signature: &[u8]) -> Result<()> {
     match alg.fixed_signature_len() {
         Some(n) if n != signature.len() => Err(Error::InvalidSignature),
         _ => Ok(()),
+    }
+}
+
+/// A provider's public key, already checked and bound to one algorithm.
+pub(crate) trait ProviderKey: Send + Sync {
+    /// Whether `signature`, in the JWS encoding of the key's algorithm, is valid over `message`.
+    /// Both are attacker-controlled: any length, any bytes.
+    fn verifies(&self, message: &[u8], signature: &[u8]) -> bool;
+}
+
+/// The [`JwsVerifier`] of both providers: a provider's key with its algorithm and JWK.
+pub(crate) struct KeyVerifier<K> {
+    /// The name `Debug` prints (`RustCryptoVerifier`, `AwsLcVerifier`).
+    name: &'static str,
+    alg: Algorithm,
+    jwk: Jwk,
+    key: K,
+}
+
+/// `key`, which verifies `alg` signatures, as the verifier of `jwk`; `name` is what `Debug`
+/// prints.
+pub(crate) fn key_verifier<K: ProviderKey + 'static>(
+    name: &'static str,
+    jwk: &Jwk,
+    alg: Algorithm,
+    key: K,
+) -> Arc<dyn JwsVerifier> {
+    Arc::new(KeyVerifier {
+        name,
+        alg,
+        jwk: jwk.clone(),
+        key,
+    })
+}
+
+impl<K> fmt::Debug for KeyVerifier<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(self.name)
+            .field("alg", &self.alg)
+            .field("kid", &self.jwk.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: ProviderKey> JwsVerifier for KeyVerifier<K> {
+    fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    fn jwk(&self) -> &Jwk {
+        &self.jwk
+    }
+
+    fn verify(&self, message: &[u8], signature: &[u8]) -> Result<()> {
+        check_len(self.alg, signature)?;
+        if self.key.verifies(message, signature) {
+            Ok(())
+        } else {
+            Err(Error::InvalidSignature)
+        }
     }
 }
 

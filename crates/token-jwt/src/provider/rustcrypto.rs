@@ -1,13 +1,12 @@
 //! The pure-Rust provider: `p256`, `p384`, `ed25519-dalek` (strict verification) and `rsa`.
 
-use std::fmt;
 use std::sync::Arc;
 
 use p256::pkcs8::DecodePrivateKey;
 use sha2::Sha256;
 use signature::Verifier;
 
-use super::{CryptoProvider, Decoded, JwsVerifier, check_fit, check_len, decode};
+use super::{CryptoProvider, Decoded, JwsVerifier, ProviderKey, check_fit, decode, key_verifier};
 use crate::alg::Algorithm;
 use crate::error::{Error, Result};
 use crate::jwk::Jwk;
@@ -35,59 +34,21 @@ enum Key {
     Ps256(rsa::pss::VerifyingKey<Sha256>),
 }
 
-struct RcVerifier {
-    alg: Algorithm,
-    jwk: Jwk,
-    key: Key,
-}
-
-impl fmt::Debug for RcVerifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RustCryptoVerifier")
-            .field("alg", &self.alg)
-            .field("kid", &self.jwk.kid)
-            .finish_non_exhaustive()
-    }
-}
-
-fn invalid<E>(_: E) -> Error {
-    Error::InvalidSignature
-}
-
-impl JwsVerifier for RcVerifier {
-    fn algorithm(&self) -> Algorithm {
-        self.alg
-    }
-
-    fn jwk(&self) -> &Jwk {
-        &self.jwk
-    }
-
-    fn verify(&self, message: &[u8], signature: &[u8]) -> Result<()> {
-        check_len(self.alg, signature)?;
-        match &self.key {
-            Key::P256(k) => {
-                // from_slice refuses r or s equal to zero or not below the group order.
-                let sig = p256::ecdsa::Signature::from_slice(signature).map_err(invalid)?;
-                k.verify(message, &sig).map_err(invalid)
-            }
-            Key::P384(k) => {
-                let sig = p384::ecdsa::Signature::from_slice(signature).map_err(invalid)?;
-                k.verify(message, &sig).map_err(invalid)
-            }
-            Key::Ed25519(k) => {
-                let sig = ed25519_dalek::Signature::from_slice(signature).map_err(invalid)?;
-                // Strict: canonical s, R and A not of small order.
-                k.verify_strict(message, &sig).map_err(invalid)
-            }
-            Key::Rs256(k) => {
-                let sig = rsa::pkcs1v15::Signature::try_from(signature).map_err(invalid)?;
-                k.verify(message, &sig).map_err(invalid)
-            }
-            Key::Ps256(k) => {
-                let sig = rsa::pss::Signature::try_from(signature).map_err(invalid)?;
-                k.verify(message, &sig).map_err(invalid)
-            }
+impl ProviderKey for Key {
+    fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            // from_slice refuses r or s equal to zero or not below the group order.
+            Key::P256(k) => p256::ecdsa::Signature::from_slice(signature)
+                .is_ok_and(|sig| k.verify(message, &sig).is_ok()),
+            Key::P384(k) => p384::ecdsa::Signature::from_slice(signature)
+                .is_ok_and(|sig| k.verify(message, &sig).is_ok()),
+            // Strict: canonical s, R and A not of small order.
+            Key::Ed25519(k) => ed25519_dalek::Signature::from_slice(signature)
+                .is_ok_and(|sig| k.verify_strict(message, &sig).is_ok()),
+            Key::Rs256(k) => rsa::pkcs1v15::Signature::try_from(signature)
+                .is_ok_and(|sig| k.verify(message, &sig).is_ok()),
+            Key::Ps256(k) => rsa::pss::Signature::try_from(signature)
+                .is_ok_and(|sig| k.verify(message, &sig).is_ok()),
         }
     }
 }
@@ -123,11 +84,7 @@ impl CryptoProvider for RustCryptoProvider {
             }
             _ => return Err(Error::AlgorithmKeyMismatch(alg)),
         };
-        Ok(Arc::new(RcVerifier {
-            alg,
-            jwk: jwk.clone(),
-            key,
-        }))
+        Ok(key_verifier("RustCryptoVerifier", jwk, alg, key))
     }
 
     fn signer(&self, key: &PrivateKey) -> Result<Arc<dyn JwsSigner>> {
