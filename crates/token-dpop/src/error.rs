@@ -1,10 +1,12 @@
 //! The one error type of `token-dpop`.
 //!
-//! Every check of RFC 9449 section 4.3 fails with its own variant, so callers and metrics can
-//! tell them apart. [`Error::oauth_error`] gives the OAuth error code to answer with and
-//! [`Error::description`] a short `error_description`; neither ever echoes the input.
+//! Every check of RFC 9449 section 4.3 (the proof) and section 7 (the request to a protected
+//! resource) fails with its own variant, so callers and metrics can tell them apart.
+//! [`Error::oauth_error`] gives the OAuth error code to answer with and [`Error::description`]
+//! a short `error_description`; neither ever echoes the input.
 
-/// Everything that can go wrong while validating or building a DPoP proof.
+/// Everything that can go wrong while validating or building a DPoP proof, or verifying a
+/// request to a protected resource ([`RequestVerifier`](crate::RequestVerifier)).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -148,6 +150,45 @@ pub enum Error {
     #[error("the replay cache has no synchronous path")]
     ReplayCacheNotSynchronous,
 
+    // ---- the request to a protected resource (RFC 6750, RFC 9449 section 7) ---------------
+    /// The request carries no `Authorization` header. The challenge carries no error code
+    /// (RFC 6750 section 3.1).
+    #[error("no Authorization header")]
+    MissingAuthorization,
+    /// The request carries more than one `Authorization` header.
+    #[error("more than one Authorization header")]
+    MultipleAuthorizations,
+    /// The `Authorization` scheme is neither `DPoP` nor an accepted `Bearer`. The challenge
+    /// carries no error code (RFC 6750 section 3.1).
+    #[error("the authorization scheme is not accepted")]
+    UnsupportedScheme,
+    /// The `Authorization` header is not `scheme SP token68` in visible ASCII.
+    #[error("the Authorization header is malformed")]
+    MalformedAuthorization,
+    /// The `Authorization` header is larger than the access-token size limit allows.
+    #[error("the access token exceeds the size limit of {limit} bytes")]
+    AccessTokenTooLarge {
+        /// The limit in bytes (the token-jwt policy's `max_token_bytes`).
+        limit: usize,
+    },
+    /// The access token failed verification (signature, `kid`, `typ`, issuer, audience,
+    /// expiry, required claims, ...); the source names the check.
+    #[error("the access token is invalid")]
+    InvalidAccessToken(#[source] token_jwt::Error),
+    /// A key-bound access token (with a `cnf` claim, RFC 7800) was presented with the `Bearer`
+    /// scheme (RFC 9449 section 7.2: a downgrade).
+    #[error("a key-bound access token was presented as a Bearer token")]
+    BoundTokenAsBearer,
+    /// An access token without `cnf.jkt` was presented with the `DPoP` scheme.
+    #[error("the access token is not DPoP-bound")]
+    TokenNotBound,
+    /// The access token lacks a scope the resource requires.
+    #[error("the access token lacks a required scope")]
+    InsufficientScope,
+    /// The verified claims do not deserialize into the caller's claims type.
+    #[error("the access token claims do not have the expected form")]
+    UnexpectedClaims,
+
     // ---- client side ---------------------------------------------------------------------
     /// Building a proof failed: the key could not sign, or the OS random number generator
     /// failed.
@@ -167,18 +208,47 @@ pub const INVALID_DPOP_PROOF: &str = "invalid_dpop_proof";
 pub const USE_DPOP_NONCE: &str = "use_dpop_nonce";
 /// The OAuth error code for failures on the server's side (RFC 6749 4.1.2.1).
 pub const SERVER_ERROR: &str = "server_error";
+/// The OAuth error code for a missing, malformed or repeated request parameter (RFC 6750
+/// section 3.1): answered with 400.
+pub const INVALID_REQUEST: &str = "invalid_request";
+/// The OAuth error code for an access token that is expired, revoked, malformed or invalid
+/// for other reasons (RFC 6750 section 3.1): answered with 401.
+pub const INVALID_TOKEN: &str = "invalid_token";
+/// The OAuth error code for an access token without the scope the resource requires (RFC 6750
+/// section 3.1): answered with 403.
+pub const INSUFFICIENT_SCOPE: &str = "insufficient_scope";
 
 impl Error {
     /// The OAuth error code: [`USE_DPOP_NONCE`] for the nonce variants, [`SERVER_ERROR`] for
-    /// replay-cache and integration failures (see [`Error::is_server_error`]), and
-    /// [`INVALID_DPOP_PROOF`] for everything else.
+    /// replay-cache and integration failures (see [`Error::is_server_error`]),
+    /// [`INVALID_REQUEST`] for a missing, repeated, malformed or unsupported `Authorization`
+    /// header, [`INVALID_TOKEN`] for the access-token variants, [`INSUFFICIENT_SCOPE`], and
+    /// [`INVALID_DPOP_PROOF`] for everything else (the proof).
+    ///
+    /// A resource server's challenge leaves the code out when the request has no usable
+    /// credentials ([`Error::MissingAuthorization`], [`Error::UnsupportedScheme`], RFC 6750
+    /// section 3.1) and reports a proof bound to another key than the token's
+    /// ([`Error::JktMismatch`]) as `invalid_token`: see
+    /// [`Rejection::oauth_error`](crate::Rejection::oauth_error).
     pub fn oauth_error(&self) -> &'static str {
         if self.fresh_nonce().is_some() {
             USE_DPOP_NONCE
         } else if self.is_server_error() {
             SERVER_ERROR
         } else {
-            INVALID_DPOP_PROOF
+            match self {
+                Error::MissingAuthorization
+                | Error::MultipleAuthorizations
+                | Error::UnsupportedScheme
+                | Error::MalformedAuthorization => INVALID_REQUEST,
+                Error::AccessTokenTooLarge { .. }
+                | Error::InvalidAccessToken(_)
+                | Error::BoundTokenAsBearer
+                | Error::TokenNotBound
+                | Error::UnexpectedClaims => INVALID_TOKEN,
+                Error::InsufficientScope => INSUFFICIENT_SCOPE,
+                _ => INVALID_DPOP_PROOF,
+            }
         }
     }
 
@@ -244,9 +314,40 @@ impl Error {
             Error::ReplayCacheFull => "DPoP replay cache full",
             Error::ReplayCacheUnavailable(_) => "DPoP replay cache unavailable",
             Error::ReplayCacheNotSynchronous => "DPoP replay cache has no synchronous path",
+            Error::MissingAuthorization => "access token missing",
+            Error::MultipleAuthorizations => "more than one Authorization header",
+            Error::UnsupportedScheme => "authorization scheme not accepted",
+            Error::MalformedAuthorization => "Authorization header malformed",
+            Error::AccessTokenTooLarge { .. } => "access token too large",
+            Error::InvalidAccessToken(e) => access_token_description(e),
+            Error::BoundTokenAsBearer => "key-bound access token presented as a Bearer token",
+            Error::TokenNotBound => "access token is not DPoP-bound",
+            Error::InsufficientScope => "access token lacks a required scope",
+            Error::UnexpectedClaims => "access token claims do not have the expected form",
             Error::Signing(_) => "DPoP proof could not be signed",
             Error::Random => "random number generator failed",
         }
+    }
+}
+
+/// The `error_description` for an access token refused by token-jwt: the check, never the
+/// token or its claims.
+fn access_token_description(e: &token_jwt::Error) -> &'static str {
+    use token_jwt::Error as J;
+    match e {
+        J::Expired => "access token expired",
+        J::NotYetValid => "access token not yet valid",
+        J::IssuedInFuture => "access token issued in the future",
+        J::TooOld => "access token too old",
+        J::WrongIssuer => "access token issuer not accepted",
+        J::WrongAudience => "access token audience not accepted",
+        J::MissingClaim(_) => "access token lacks a required claim",
+        J::InvalidClaim(_) => "access token claim has the wrong type",
+        J::InvalidSignature => "access token signature invalid",
+        J::UnknownKeyId | J::MissingKeyId => "access token signing key unknown",
+        J::WrongType => "access token typ not accepted",
+        J::TooLarge { .. } => "access token too large",
+        _ => "access token malformed or not accepted",
     }
 }
 
@@ -266,5 +367,13 @@ mod tests {
         assert_eq!(e.fresh_nonce(), Some("n"));
         assert_eq!(Error::BadSignature.fresh_nonce(), None);
         assert!(!Error::BadSignature.description().is_empty());
+        assert_eq!(Error::MultipleAuthorizations.oauth_error(), INVALID_REQUEST);
+        assert_eq!(Error::BoundTokenAsBearer.oauth_error(), INVALID_TOKEN);
+        assert_eq!(Error::InsufficientScope.oauth_error(), INSUFFICIENT_SCOPE);
+        assert_eq!(Error::JktMismatch.oauth_error(), INVALID_DPOP_PROOF);
+        assert_eq!(
+            Error::InvalidAccessToken(token_jwt::Error::Expired).description(),
+            "access token expired"
+        );
     }
 }

@@ -8,7 +8,7 @@ use token_jwt::{Algorithm, CryptoProvider, Jwk, JwsSigner, PrivateKey};
 
 use crate::error::{Error, Result};
 use crate::htu;
-use crate::validator::{DPOP_TYP, access_token_hash};
+use crate::proof::{DPOP_TYP, access_token_hash};
 
 /// Makes DPoP proofs with one key. The header (`typ`, `alg`, and the public `jwk` without
 /// `kid`, `alg` or `use`) is serialized once, here.

@@ -109,49 +109,34 @@ pub trait ReplayCache: Send + Sync + fmt::Debug {
     }
 }
 
-impl<T: ReplayCache + ?Sized> ReplayCache for Arc<T> {
-    fn insert_if_absent<'a>(
-        &'a self,
-        key: &'a ReplayKey,
-        expires_at: i64,
-        now: i64,
-    ) -> ReplayFuture<'a> {
-        (**self).insert_if_absent(key, expires_at, now)
-    }
-    fn insert_if_absent_sync(
-        &self,
-        key: &ReplayKey,
-        expires_at: i64,
-        now: i64,
-    ) -> Option<Result<bool, ReplayError>> {
-        (**self).insert_if_absent_sync(key, expires_at, now)
-    }
-    fn name(&self) -> &'static str {
-        (**self).name()
-    }
+/// `Arc<T>` and `Box<T>` are the cache they point to.
+macro_rules! forward_replay_cache {
+    ($($pointer:ident),+) => {$(
+        impl<T: ReplayCache + ?Sized> ReplayCache for $pointer<T> {
+            fn insert_if_absent<'a>(
+                &'a self,
+                key: &'a ReplayKey,
+                expires_at: i64,
+                now: i64,
+            ) -> ReplayFuture<'a> {
+                (**self).insert_if_absent(key, expires_at, now)
+            }
+            fn insert_if_absent_sync(
+                &self,
+                key: &ReplayKey,
+                expires_at: i64,
+                now: i64,
+            ) -> Option<Result<bool, ReplayError>> {
+                (**self).insert_if_absent_sync(key, expires_at, now)
+            }
+            fn name(&self) -> &'static str {
+                (**self).name()
+            }
+        }
+    )+};
 }
 
-impl<T: ReplayCache + ?Sized> ReplayCache for Box<T> {
-    fn insert_if_absent<'a>(
-        &'a self,
-        key: &'a ReplayKey,
-        expires_at: i64,
-        now: i64,
-    ) -> ReplayFuture<'a> {
-        (**self).insert_if_absent(key, expires_at, now)
-    }
-    fn insert_if_absent_sync(
-        &self,
-        key: &ReplayKey,
-        expires_at: i64,
-        now: i64,
-    ) -> Option<Result<bool, ReplayError>> {
-        (**self).insert_if_absent_sync(key, expires_at, now)
-    }
-    fn name(&self) -> &'static str {
-        (**self).name()
-    }
-}
+forward_replay_cache!(Arc, Box);
 
 /// Default total capacity of a [`MemoryReplayCache`], in entries (about 90 MB when full:
 /// 40 bytes per entry plus hash-table overhead).

@@ -6,13 +6,13 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use token_jwt::{Algorithm, CryptoProvider, JsonLimits, Jwk, JwsVerifier, Part, UnverifiedJws};
 
 use crate::error::{Error, Result};
 use crate::htu;
 use crate::nonce::NonceIssuer;
+use crate::proof::{DPOP_TYP, access_token_hash};
 use crate::replay::{ReplayCache, ReplayError, ReplayKey};
 
 /// Default allowed algorithms.
@@ -36,14 +36,6 @@ pub const DEFAULT_MAX_JTI_LEN: usize = 256;
 pub const DEFAULT_KEY_CACHE_CAPACITY: usize = 1024;
 /// Default JSON limits for the payload: depth 4, 32 members.
 pub const DEFAULT_JSON_LIMITS: JsonLimits = JsonLimits::new(4, 32);
-
-/// The `typ` of a DPoP proof.
-pub const DPOP_TYP: &str = "dpop+jwt";
-
-/// `ath`: base64url(SHA-256(ASCII access token)), as RFC 9449 section 4.2 defines it.
-pub fn access_token_hash(access_token: &str) -> String {
-    token_jwt::base64url::encode(Sha256::digest(access_token.as_bytes()))
-}
 
 /// The HTTP request a proof is presented with, and what the proof must be bound to.
 ///

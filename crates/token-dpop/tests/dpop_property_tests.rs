@@ -1,6 +1,8 @@
 //! Property tests for token-dpop: proofs from random keys, methods, URIs and times validate;
 //! any single-byte mutation of a proof is refused; URIs equivalent under RFC 3986
-//! normalization are accepted and others refused; arbitrary input never panics.
+//! normalization are accepted and others refused; arbitrary input never panics; a request's
+//! arbitrary header values are refused with a renderable rejection, and an extra value of any
+//! bytes is always counted.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,8 +16,8 @@ use std::sync::{Arc, OnceLock};
 use proptest::prelude::*;
 use token_dpop::token_jwt::{self, CryptoProvider, all_providers};
 use token_dpop::{
-    Algorithm, Error, MemoryReplayCache, PrivateKey, ProofBuilder, Request, Validator,
-    ValidatorConfig, htu,
+    Algorithm, Error, MemoryReplayCache, PrivateKey, ProofBuilder, Rejection, Request,
+    RequestVerifier, ResourceRequest, Validator, ValidatorConfig, htu,
 };
 
 fn providers() -> &'static [Arc<dyn CryptoProvider>] {
@@ -336,5 +338,137 @@ proptest! {
             token_jwt::base64url::encode([7u8; 64])
         );
         token_dpop::fuzzing::validate_proof(proof.as_bytes());
+    }
+}
+
+// ---- one-call request verification --------------------------------------------------------
+
+const RS_URI: &str = "https://rs.example/items";
+
+/// A resource server accepting both schemes, a DPoP-bound token and a valid proof for it.
+struct Resource {
+    verifier: RequestVerifier,
+    authorization: String,
+    proof: String,
+}
+
+fn resource() -> &'static Resource {
+    static R: OnceLock<Resource> = OnceLock::new();
+    R.get_or_init(|| {
+        let provider: Arc<dyn CryptoProvider> = Arc::new(token_jwt::RustCryptoProvider::new());
+        let issuer = provider
+            .signer(&PrivateKey::generate(Algorithm::ES256).unwrap())
+            .unwrap();
+        let jwks = token_jwt::JwkSet::new(vec![issuer.public_jwk().clone()]);
+        let keys = Arc::new(token_jwt::KeySet::from_jwks(&jwks, &*provider).unwrap());
+        let client = &builders()[0].1;
+        let claims = token_jwt::AccessTokenBuilder::new("https://as.example", 300)
+            .dpop_jkt(client.jkt())
+            .scopes(["read"])
+            .build(1_700_000_000)
+            .unwrap();
+        let token = token_jwt::JwsEncoder::for_signer(&*issuer, "at+jwt")
+            .encode(&claims, &*issuer)
+            .unwrap();
+        let proof = client
+            .proof("GET", RS_URI, Some(&token), None, 1_700_000_000)
+            .unwrap();
+        Resource {
+            verifier: RequestVerifier::new(
+                token_jwt::Policy::default(),
+                keys,
+                Arc::new(validator(&provider)),
+            ),
+            authorization: format!("DPoP {token}"),
+            proof,
+        }
+    })
+}
+
+/// Whatever the refusal, it renders a status and challenges that are valid header values.
+fn rendered(rejection: &Rejection) -> Result<(), TestCaseError> {
+    prop_assert!([400, 401, 403, 500].contains(&rejection.status()));
+    let challenges = rejection.challenges();
+    prop_assert!(!challenges.is_empty());
+    for c in challenges {
+        prop_assert!(c.bytes().all(|b| (0x20..0x7f).contains(&b)), "{}", c);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_request_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..600)) {
+        token_dpop::fuzzing::verify_request(&data);
+    }
+
+    #[test]
+    fn arbitrary_header_values_are_refused_and_rendered(
+        authorization in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..3),
+        proofs in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..3),
+    ) {
+        let request = ResourceRequest::new(
+            authorization.iter().map(Vec::as_slice),
+            proofs.iter().map(Vec::as_slice),
+            "GET",
+            RS_URI,
+        );
+        let rejection = resource().verifier.verify_sync(&request, 1_700_000_000).unwrap_err();
+        rendered(&rejection)?;
+        match authorization.len() {
+            0 => prop_assert!(matches!(rejection.error(), Error::MissingAuthorization)),
+            1 => {}
+            _ => prop_assert!(matches!(rejection.error(), Error::MultipleAuthorizations)),
+        }
+    }
+
+    #[test]
+    fn scheme_shaped_garbage_is_refused_and_rendered(
+        scheme in "(Bearer|DPoP|bearer|dpop|Basic|)",
+        space in "[ \t]{0,3}",
+        token in "[A-Za-z0-9._~+/=-]{0,300}",
+        proof in "[A-Za-z0-9._-]{0,300}",
+    ) {
+        let authorization = format!("{scheme}{space}{token}");
+        let request = ResourceRequest::new(
+            [authorization.as_bytes()],
+            [proof.as_bytes()],
+            "GET",
+            RS_URI,
+        );
+        let rejection = resource().verifier.verify_sync(&request, 1_700_000_000).unwrap_err();
+        rendered(&rejection)?;
+    }
+
+    #[test]
+    fn an_extra_header_value_of_any_bytes_is_refused(
+        extra in prop::collection::vec(any::<u8>(), 0..100),
+        on_authorization in any::<bool>(),
+        extra_first in any::<bool>(),
+    ) {
+        let r = resource();
+        let mut authorization = vec![r.authorization.as_bytes()];
+        let mut proofs = vec![r.proof.as_bytes()];
+        let target = if on_authorization { &mut authorization } else { &mut proofs };
+        if extra_first {
+            target.insert(0, extra.as_slice());
+        } else {
+            target.push(extra.as_slice());
+        }
+        let request = ResourceRequest::new(
+            authorization.iter().copied(),
+            proofs.iter().copied(),
+            "GET",
+            RS_URI,
+        );
+        let rejection = r.verifier.verify_sync(&request, 1_700_000_000).unwrap_err();
+        if on_authorization {
+            prop_assert!(matches!(rejection.error(), Error::MultipleAuthorizations));
+        } else {
+            prop_assert!(matches!(rejection.error(), Error::MultipleProofs));
+        }
+        rendered(&rejection)?;
     }
 }
