@@ -7,17 +7,21 @@ FILE names every variable the server reads, one a line, as NAME<TAB>DEFAULT (the
 README's configuration table shows it); `crates/token-server/tests/deploy.rs` writes it from
 `token_server::config::VARIABLES`. PATH is a built token-service binary: `systemd-analyze
 verify` refuses a unit whose ExecStart binary does not exist, so the unit is verified with its
-ExecStart pointing there.
+ExecStart pointing there; and its `config check` judges the example callers file.
 
 Checked:
 - every Kubernetes manifest against the Kubernetes schemas (kubernetes-validate, strict, offline
   with its bundled schemas) for each version of KUBERNETES_VERSIONS;
 - the rules of the manifests: probes, the termination grace above SHUTDOWN_GRACE_SECONDS, the
-  security context, resources, secrets only from the Secret, every variable a known one, the
+  security context, resources, secrets only from the Secret, every variable a known one (the
+  ConfigMap's commented-out settings too), named callers (CALLERS_FILE) from the Secret, the
   Service's and PDB's selectors and ports, the kustomization's list, the example Secret;
+- the example callers file: least-privilege rights, every credential a placeholder, refused by
+  the built server as it stands (`token-service config check`) and accepted once the
+  placeholders are replaced by digests;
 - the systemd unit: `systemd-analyze verify` silent, `systemd-analyze security` exposure at most
   MAX_EXPOSURE, TimeoutStopSec above SHUTDOWN_GRACE_SECONDS, the sandboxing settings, every
-  variable a known one.
+  variable a known one, the signing key and callers file through LoadCredential=.
 
 One line per passed check; the first failure stops with a message and exit code 1. Needs Python
 3.11, PyYAML and kubernetes-validate (pinned in crates/token-testkit/requirements.txt) and
@@ -27,6 +31,8 @@ systemd-analyze.
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import os
 import re
 import shlex
@@ -35,6 +41,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -54,6 +61,35 @@ SECRET_EXAMPLE = "secret.example.yaml"
 # Variables that hold secrets: in Kubernetes only from a Secret, in the unit only in the
 # environment file.
 SECRET_VARIABLES = ("REDIS_URL", "REFRESH_TOKEN_PEPPER", "DPOP_NONCE_KEY")
+# Variables naming files of secrets: in Kubernetes files of the Secret's volume, in the unit
+# credentials (%d/ID). The unit must set the first two: its signing key, its named callers.
+SECRET_FILES = ("SIGNING_KEY_FILE", "CALLERS_FILE", "CALLER_TOKEN_SHA256_FILE")
+REQUIRED_SECRET_FILES = ("SIGNING_KEY_FILE", "CALLERS_FILE")
+# Ways callers authenticate; without any, each replica generates and logs its own caller token.
+# CALLERS_FILE names each caller with its rights; the others make callers with every right.
+CALLER_CREDENTIALS = (
+    "CALLERS_FILE",
+    "CALLER_TOKEN_SHA256_FILE",
+    "CALLER_TOKEN_SHA256",
+    "TLS_CLIENT_CA_FILE",
+)
+# The keys of a [[caller]] of CALLERS_FILE (crates/token-server/src/callers.rs), its
+# credentials (exactly one each), and the list rights where "*" means any.
+CALLER_KEYS = (
+    "name",
+    "token_sha256",
+    "mtls_cert_sha256",
+    "mtls_san",
+    "rpcs",
+    "client_ids",
+    "audiences",
+    "revoke_by_subject",
+    "revoke_by_family",
+)
+CALLER_CREDENTIAL_KEYS = ("token_sha256", "mtls_cert_sha256", "mtls_san")
+CALLER_LIST_RIGHTS = ("client_ids", "audiences")
+# The ConfigMap's commented-out settings (`# NAME: "value"`), which an operator uncomments.
+COMMENTED_SETTING = re.compile(r"^\s*#\s*([A-Z][A-Z0-9_]*):\s*(.*?)\s*$")
 # Names that look like secrets, for variables the list above does not name yet.
 SECRET_NAME = re.compile(r"PEPPER|SECRET|PASSW(OR)?D|CREDENTIAL|PRIVATE|(^|_)KEY$")
 # Values that look like secrets: long hex keys, URLs with a password, PEM private keys.
@@ -66,8 +102,10 @@ NEEDED_VARIABLES = (
     "LOG_FORMAT",
     "SIGNING_KEY_FILE",
     "KMS_KEY_ID",
+    "WRAPPING_KMS_KEY_ID",
     "CALLER_TOKEN_SHA256",
     "CALLER_TOKEN_SHA256_FILE",
+    "CALLERS_FILE",
     "TLS_CERT_FILE",
     "TLS_CLIENT_CA_FILE",
     "DPOP_NONCE_REQUIRED",
@@ -422,6 +460,8 @@ class Deployment:
         self.secret_file, self.secret = manifests.one("Secret")
         self.variables = variables
         self.env = self._environment()
+        # *_FILE variable -> the Secret's key it reads (filled by check_secret_files).
+        self.file_keys: dict[str, str] = {}
 
     def _environment(self) -> dict[str, dict[str, Any]]:
         """name -> {"value": text} | {"secret": (name, key)} | {"configmap": (name, key)}."""
@@ -534,13 +574,10 @@ def check_variables(d: Deployment) -> None:
             f"{d.where}: neither SIGNING_KEY_FILE nor KMS_KEY_ID is set: each of the "
             f"{d.replicas} replicas would sign with its own ephemeral key"
         )
-    if not any(
-        d.is_set(n)
-        for n in ("CALLER_TOKEN_SHA256_FILE", "CALLER_TOKEN_SHA256", "TLS_CLIENT_CA_FILE")
-    ):
+    if not any(d.is_set(n) for n in CALLER_CREDENTIALS):
         fail(
-            f"{d.where}: no caller credential (CALLER_TOKEN_SHA256_FILE, CALLER_TOKEN_SHA256 or "
-            "TLS_CLIENT_CA_FILE): each replica would generate and log its own caller token"
+            f"{d.where}: no caller credential ({', '.join(CALLER_CREDENTIALS[:-1])} or "
+            f"{CALLER_CREDENTIALS[-1]}): each replica would generate and log its own caller token"
         )
     nonces = (d.value("DPOP_NONCE_REQUIRED") or "").lower() in ("true", "1", "yes", "on")
     if nonces and not d.is_set("DPOP_NONCE_KEY"):
@@ -549,6 +586,16 @@ def check_variables(d: Deployment) -> None:
         f"{d.replicas} replicas share a store (REDIS_URL), a pepper, a DPoP nonce key, a signing "
         "key and caller credentials"
     )
+
+    # Least privilege from the start: the other caller credentials grant every right.
+    if not d.is_set("CALLERS_FILE"):
+        legacy = [n for n in CALLER_CREDENTIALS[1:] if d.is_set(n)]
+        fail(
+            f"{d.where}: CALLERS_FILE is not set, so the callers of {' and '.join(legacy)} have "
+            "every right; name each caller with only its rights in a callers file from the "
+            "Secret (README, Security)"
+        )
+    passed("callers are named, with their rights, in CALLERS_FILE")
 
 
 def check_secret_files(d: Deployment) -> None:
@@ -586,7 +633,8 @@ def check_secret_files(d: Deployment) -> None:
         if key not in d.secret_keys():
             fail(f"{where}: the Secret (kubernetes/{d.secret_file}) has no key {key!r}")
         checked.append(name)
-    for name in ("SIGNING_KEY_FILE", "CALLER_TOKEN_SHA256_FILE"):
+        d.file_keys[name] = key
+    for name in SECRET_FILES:
         if name in d.env and name not in checked:
             fail(f"{d.where}: {name} is set but not to a path")
     passed(f"{', '.join(checked)} name files of a read-only volume of the Secret")
@@ -612,6 +660,166 @@ def check_secret_example(d: Deployment) -> None:
         )
     passed(
         f"{SECRET_EXAMPLE} has a placeholder for exactly the {len(used)} keys the Deployment uses"
+    )
+
+
+def check_commented_settings(d: Deployment) -> None:
+    """The ConfigMap's commented-out settings are server variables an operator may uncomment,
+    and the wrapped signing key's (WRAPPING_KMS_KEY_ID) stays shown beside SIGNING_KEY_FILE."""
+    path = KUBERNETES / d.cm_file
+    found: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        match = COMMENTED_SETTING.match(line)
+        if not match:
+            continue
+        name, value = match.groups()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        where = f"kubernetes/{d.cm_file}:{number}: (commented out)"
+        check_plain_variable(where, name, value, d.variables)
+        found[name] = value
+    shown = set(found) | set((d.configmap.get("data") or {}))
+    if d.is_set("SIGNING_KEY_FILE") and "WRAPPING_KMS_KEY_ID" not in shown:
+        fail(
+            f"kubernetes/{d.cm_file}: WRAPPING_KMS_KEY_ID is neither set nor shown commented out: "
+            "keep the KMS-wrapped signing key (`token-service keys wrap`) an option operators see"
+        )
+    passed(
+        f"the ConfigMap's commented-out settings ({', '.join(sorted(found)) or 'none'}) are "
+        "server variables, none of them a secret in plain text"
+    )
+
+
+def server_accepts_credential(key: str, value: str) -> bool:
+    """Whether the server would take `value` as a caller's credential (callers.rs `parse`)."""
+    if key in ("token_sha256", "mtls_cert_sha256"):
+        return bool(re.fullmatch(r"[0-9a-fA-F]{64}", value.strip()))
+    return 0 < len(value.encode()) <= 1024 and all(0x21 <= ord(c) <= 0x7E for c in value)
+
+
+def check_callers_example(d: Deployment, binary: Path) -> None:
+    """The example callers file: least privilege, placeholders the server refuses, and a file
+    the server accepts once they are replaced."""
+    key = d.file_keys["CALLERS_FILE"]
+    where = f"kubernetes/{d.secret_file}: {key}"
+    if key in (d.secret.get("stringData") or {}):
+        text = str(d.secret["stringData"][key])
+    else:
+        try:
+            text = base64.b64decode(d.secret["data"][key], validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError) as e:
+            fail(f"{where}: not base64 of UTF-8 text: {e}")
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        fail(f"{where}: not TOML: {e}")
+    callers = document.get("caller")
+    if (
+        set(document) != {"caller"}
+        or not isinstance(callers, list)
+        or not callers
+        or not all(isinstance(c, dict) for c in callers)
+    ):
+        fail(f"{where}: expected [[caller]] tables only, got {sorted(document)}")
+    mtls = d.is_set("TLS_CLIENT_CA_FILE")
+    names = []
+    for number, caller in enumerate(callers, 1):
+        name = caller.get("name")
+        at = f"{where}: caller {name!r}" if isinstance(name, str) else f"{where}: caller #{number}"
+        if not isinstance(name, str):
+            fail(f"{at}: no name")
+        names.append(name)
+        unknown = set(caller) - set(CALLER_KEYS)
+        if unknown:
+            fail(f"{at}: keys the server does not read: {', '.join(sorted(unknown))}")
+        credentials = [k for k in CALLER_CREDENTIAL_KEYS if k in caller]
+        if len(credentials) != 1:
+            fail(f"{at}: needs exactly one of {', '.join(CALLER_CREDENTIAL_KEYS)}")
+        credential = credentials[0]
+        value = str(caller[credential])
+        if "REPLACE" not in value or server_accepts_credential(credential, value):
+            fail(
+                f"{at}: {credential} must be a placeholder containing REPLACE that the server "
+                "refuses (a digest that is not 64 hex digits, a SAN with a space)"
+            )
+        if credential != "token_sha256" and not mtls:
+            fail(
+                f"{at}: authenticates by client certificate, but the Deployment sets no "
+                "TLS_CLIENT_CA_FILE: the server would refuse the callers file"
+            )
+        rpcs = caller.get("rpcs")
+        if not isinstance(rpcs, list) or not rpcs:
+            fail(
+                f"{at}: list its rpcs: left out, a caller may call every RPC (least privilege "
+                "is the example's point)"
+            )
+        for right in CALLER_LIST_RIGHTS:
+            if "*" in (caller.get(right) or []):
+                fail(f"{at}: {right} = [\"*\"] allows any; list the values this caller needs")
+    passed(
+        f"the example callers file names {len(callers)} callers ({', '.join(names)}), each with "
+        "one placeholder credential and its rpcs listed, no \"*\""
+    )
+
+    # The built server refuses the file as it stands, and accepts it once each placeholder
+    # is replaced: its format is the server's. The ConfigMap's and Deployment's plain settings
+    # go along (not the Secret's values: placeholders; `config check` reads no file but the
+    # callers and digest files, and the digest file is not here).
+    environment = {
+        name: entry["value"]
+        for name, entry in d.env.items()
+        if "value" in entry and name not in ("CALLERS_FILE", "CALLER_TOKEN_SHA256_FILE")
+    }
+    placeholder = re.compile(
+        r"^(\s*)(" + "|".join(CALLER_CREDENTIAL_KEYS) + r")(\s*=\s*)"
+        r"([\"'])[^\"'\n]*REPLACE[^\"'\n]*\4",
+        re.MULTILINE,
+    )
+    count = iter(range(1, len(callers) + 1))
+
+    def filled_in(match: re.Match[str]) -> str:
+        indent, credential, equals = match.group(1), match.group(2), match.group(3)
+        n = next(count, 0)
+        if credential == "mtls_san":
+            return f'{indent}{credential}{equals}"spiffe://example.invalid/caller-{n}"'
+        digest = hashlib.sha256(f"example caller {n}".encode()).hexdigest()
+        return f'{indent}{credential}{equals}"{digest}"'
+
+    def config_check(content: str) -> subprocess.CompletedProcess[str]:
+        with tempfile.TemporaryDirectory(prefix="token-service-callers-") as tmp:
+            file = Path(tmp) / key
+            file.write_text(content, encoding="utf-8")
+            run = subprocess.run(
+                [str(binary), "config", "check"],
+                capture_output=True,
+                text=True,
+                env={**environment, "CALLERS_FILE": str(file)},
+                check=False,
+            )
+        # Messages name the file as the container would see it.
+        path = d.env["CALLERS_FILE"]["value"]
+        run.stdout = run.stdout.replace(str(file), path)
+        run.stderr = run.stderr.replace(str(file), path)
+        return run
+
+    original = config_check(text)
+    fixed = config_check(placeholder.sub(filled_in, text))
+    if original.returncode != 2 or "CALLERS_FILE" not in original.stderr:
+        fail(
+            f"{where}: `token-service config check` did not refuse the example callers file as "
+            f"it stands (exit {original.returncode}, expected 2 naming CALLERS_FILE): an "
+            f"operator could deploy its placeholders\n{original.stdout}{original.stderr}"
+        )
+    summary = f"{len(callers)} callers: {', '.join(names)}"
+    if fixed.returncode != 0 or summary not in fixed.stdout:
+        fail(
+            f"{where}: with its placeholders replaced by digests, `token-service config check` "
+            f"refuses it (exit {fixed.returncode}) or does not list {summary!r}:\n"
+            f"{fixed.stdout}{fixed.stderr}"
+        )
+    passed(
+        "token-service config check refuses the example callers file as it stands (exit 2, "
+        "CALLERS_FILE) and accepts it with digests in place of its placeholders"
     )
 
 
@@ -897,17 +1105,19 @@ def check_unit_settings(
         for k, v, _ in service
         if k in ("LoadCredential", "LoadCredentialEncrypted", "SetCredential")
     }
-    for name in ("SIGNING_KEY_FILE", "CALLER_TOKEN_SHA256_FILE"):
+    for name in SECRET_FILES:
         value = env.get(name)
         if value is None:
-            fail(f"{where}: {name} is not set with Environment= to a credential (%d/ID)")
+            if name in REQUIRED_SECRET_FILES:
+                fail(f"{where}: {name} is not set with Environment= to a credential (%d/ID)")
+            continue
         if not value.startswith("%d/") or value[3:] not in credentials:
             fail(f"{where}: {name}={value} must name a LoadCredential= ID as %d/ID")
     if env.get("LOG_FORMAT") != "json":
         fail(f"{where}: Environment=LOG_FORMAT=json is missing")
     passed(
         f"the unit's {len(env)} Environment= variables are server variables, no secret among "
-        "them; the signing key and caller digests come through LoadCredential="
+        "them; the signing key and the callers file come through LoadCredential="
     )
 
     shutdown = int(env.get("SHUTDOWN_GRACE_SECONDS", variables["SHUTDOWN_GRACE_SECONDS"]))
@@ -1010,6 +1220,8 @@ def main(argv: list[str]) -> int:
         check_variables(deployment)
         check_secret_files(deployment)
         check_secret_example(deployment)
+        check_commented_settings(deployment)
+        check_callers_example(deployment, binary)
         check_pod(deployment)
         check_service(deployment, manifests)
         check_pdb(deployment, manifests)

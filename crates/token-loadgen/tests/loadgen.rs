@@ -5,10 +5,7 @@
 
 #![allow(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code: a failed expectation should panic"
+    reason = "test helpers: clippy.toml allows these in #[test] functions only"
 )]
 
 use std::collections::HashMap;

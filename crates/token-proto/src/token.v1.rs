@@ -154,6 +154,25 @@ pub struct IntrospectTokenResponse {
     #[prost(string, tag = "2")]
     pub claims_json: ::prost::alloc::string::String,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchRevocationsRequest {
+    /// Empty: start from the whole current list. Else the `cursor` of the last event received.
+    #[prost(string, tag = "1")]
+    pub cursor: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RevocationEvent {
+    /// The revoked family id: the `sid` claim of every access token of the grant.
+    #[prost(string, tag = "1")]
+    pub sid: ::prost::alloc::string::String,
+    /// Unix seconds until which the grant's access tokens must be refused (their last possible
+    /// expiry plus leeway); the entry may be forgotten after it.
+    #[prost(int64, tag = "2")]
+    pub listed_until: i64,
+    /// Opaque: pass the last one received to WatchRevocations to resume.
+    #[prost(string, tag = "3")]
+    pub cursor: ::prost::alloc::string::String,
+}
 /// Generated client implementations.
 pub mod token_service_client {
     #![allow(
@@ -391,6 +410,34 @@ pub mod token_service_client {
                 .insert(GrpcMethod::new("token.v1.TokenService", "IntrospectToken"));
             self.inner.unary(req, path, codec).await
         }
+        /// Streams revoked grants to resource servers as they happen: first every `sid` listed now,
+        /// then each new revocation from any instance. Reconnect with the last event's `cursor` to
+        /// miss nothing (the list since shortly before the cursor is sent again). Needs the caller
+        /// right `WatchRevocations`.
+        pub async fn watch_revocations(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WatchRevocationsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::RevocationEvent>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/token.v1.TokenService/WatchRevocations",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("token.v1.TokenService", "WatchRevocations"));
+            self.inner.server_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -445,6 +492,23 @@ pub mod token_service_server {
             request: tonic::Request<super::IntrospectTokenRequest>,
         ) -> std::result::Result<
             tonic::Response<super::IntrospectTokenResponse>,
+            tonic::Status,
+        >;
+        /// Server streaming response type for the WatchRevocations method.
+        type WatchRevocationsStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::RevocationEvent, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Streams revoked grants to resource servers as they happen: first every `sid` listed now,
+        /// then each new revocation from any instance. Reconnect with the last event's `cursor` to
+        /// miss nothing (the list since shortly before the cursor is sent again). Needs the caller
+        /// right `WatchRevocations`.
+        async fn watch_revocations(
+            &self,
+            request: tonic::Request<super::WatchRevocationsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::WatchRevocationsStream>,
             tonic::Status,
         >;
     }
@@ -790,6 +854,54 @@ pub mod token_service_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/token.v1.TokenService/WatchRevocations" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchRevocationsSvc<T: TokenService>(pub Arc<T>);
+                    impl<
+                        T: TokenService,
+                    > tonic::server::ServerStreamingService<
+                        super::WatchRevocationsRequest,
+                    > for WatchRevocationsSvc<T> {
+                        type Response = super::RevocationEvent;
+                        type ResponseStream = T::WatchRevocationsStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WatchRevocationsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as TokenService>::watch_revocations(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchRevocationsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

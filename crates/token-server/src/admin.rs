@@ -63,10 +63,19 @@ async fn ready(State(admin): State<Admin>) -> Response {
         Ok(id) => admin.state.rotator.family(&id).await.is_ok(),
         Err(_) => false,
     };
+    // A Redis that may evict keys fails every operation: say why, and the fix.
+    let eviction_policy = match &admin.state.redis {
+        Some(redis) if !store_ok => redis.eviction_policy(),
+        _ => None,
+    };
     // The active key exists; for a KMS key, whether its breaker lets calls through shows in the
     // signer error metrics rather than in a Sign call per probe (KMS quota).
     let signer_ok = admin.state.keys.active().is_ok();
-    let body = format!("store: {}\nsigner: {}\n", ok(store_ok), ok(signer_ok));
+    let body = format!(
+        "store: {}\nsigner: {}\n",
+        store_status(store_ok, eviction_policy.as_deref()),
+        ok(signer_ok)
+    );
     let status = if store_ok && signer_ok {
         StatusCode::OK
     } else {
@@ -77,4 +86,30 @@ async fn ready(State(admin): State<Admin>) -> Response {
 
 fn ok(b: bool) -> &'static str {
     if b { "ok" } else { "unavailable" }
+}
+
+/// The store's readiness line, naming the Redis eviction policy that makes it refuse work.
+fn store_status(store_ok: bool, eviction_policy: Option<&str>) -> String {
+    match (store_ok, eviction_policy) {
+        (true, _) => ok(true).to_owned(),
+        (false, Some(policy)) => {
+            format!("Redis maxmemory-policy is {policy}; set noeviction")
+        }
+        (false, None) => ok(false).to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_evicting_redis_is_named_with_the_fix() {
+        assert_eq!(store_status(true, None), "ok");
+        assert_eq!(store_status(false, None), "unavailable");
+        assert_eq!(
+            store_status(false, Some("allkeys-lru")),
+            "Redis maxmemory-policy is allkeys-lru; set noeviction"
+        );
+    }
 }

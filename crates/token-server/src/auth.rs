@@ -1,12 +1,16 @@
-//! Caller authentication and per-caller concurrency, as a tower layer in front of every gRPC
-//! service.
+//! Caller authentication, the `rpcs` right and per-caller concurrency, as a tower layer in
+//! front of every gRPC service.
 //!
 //! Minting tokens is the crown jewel: every RPC but `GetJWKS` (and the health and reflection
 //! services) needs an authenticated caller. A caller is authenticated by a verified mutual-TLS
-//! client certificate, or by `authorization: Bearer <token>` whose SHA-256 digest is one of the
-//! configured digests. Digests are compared in constant time, against every configured digest
-//! (no early exit). Each caller may have at most `max_concurrent` requests in flight; beyond
-//! that the request is refused with `RESOURCE_EXHAUSTED` rather than queued.
+//! client certificate (its SHA-256, or a URI/DNS subject alternative name, as the callers file
+//! says; without a callers file any certificate `TLS_CLIENT_CA_FILE` verifies), or by
+//! `authorization: Bearer <token>` whose SHA-256 digest is a configured one. Digests are
+//! compared in constant time, against every configured digest (no early exit). The caller,
+//! with its rights ([`crate::callers`]), goes into the request's extensions for the handlers;
+//! an RPC its `rpcs` right does not name is refused here, `PERMISSION_DENIED`, before the
+//! request is decoded. Each caller may have at most `max_concurrent` requests in flight;
+//! beyond that the request is refused with `RESOURCE_EXHAUSTED` rather than queued.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,7 +22,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tonic::Status;
+use tracing::Instrument as _;
 
+use crate::callers::{Caller, CallerSpec, Credential, Right, Rights, Rpc};
 use crate::status::with_oauth_error;
 
 /// The exact paths served without caller credentials: the public JWKS, liveness, and API
@@ -33,43 +39,79 @@ const PUBLIC_PATHS: [&str; 5] = [
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
-/// Who the caller is, for the concurrency limit and for logs (never the token itself).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum CallerId {
-    /// The index of the matching configured token digest.
-    Token(usize),
-    /// The SHA-256 of the verified client certificate.
-    Certificate([u8; 32]),
-}
+/// How many client certificates' callers are remembered (a certificate is parsed for its
+/// names once, not on every request); the memory is cleared when full.
+const CERTIFICATE_CACHE: usize = 4096;
 
-impl std::fmt::Display for CallerId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallerId::Token(i) => write!(f, "token#{i}"),
-            CallerId::Certificate(d) => {
-                write!(f, "cert:")?;
-                d.iter().take(8).try_for_each(|b| write!(f, "{b:02x}"))
-            }
-        }
-    }
+/// Why a request found no caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// No credential, or one that matches no caller.
+    Unauthenticated,
+    /// A verified client certificate that the callers file does not name.
+    UnknownCertificate,
 }
 
 /// The authentication policy shared by every connection.
 #[derive(Debug)]
 pub struct CallerAuth {
-    digests: Vec<[u8; 32]>,
+    tokens: Vec<([u8; 32], Arc<Caller>)>,
+    certificates: HashMap<[u8; 32], Arc<Caller>>,
+    sans: HashMap<String, Arc<Caller>>,
+    /// Without a callers file, any certificate the TLS layer verified is a caller with every
+    /// right; with one, a certificate must match an entry.
+    any_certificate: bool,
+    certificate_cache: Mutex<HashMap<[u8; 32], Option<Arc<Caller>>>>,
     max_concurrent: usize,
-    limits: Mutex<HashMap<CallerId, Arc<Semaphore>>>,
+    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 impl CallerAuth {
-    /// Accepts tokens with these SHA-256 digests (and any verified client certificate).
+    /// Accepts the bearer tokens with these SHA-256 digests as callers with every right
+    /// (`CALLER_TOKEN_SHA256`), and any verified client certificate likewise.
     pub fn new(digests: Vec<[u8; 32]>, max_concurrent: usize) -> Self {
-        CallerAuth {
-            digests,
+        CallerAuth::with_callers(digests, None, max_concurrent)
+    }
+
+    /// As [`CallerAuth::new`], plus the callers of a callers file. With `callers`, a client
+    /// certificate is accepted only when an entry names it (by digest or SAN).
+    pub fn with_callers(
+        digests: Vec<[u8; 32]>,
+        callers: Option<Vec<CallerSpec>>,
+        max_concurrent: usize,
+    ) -> Self {
+        let mut auth = CallerAuth {
+            tokens: digests
+                .into_iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    let caller = Caller {
+                        name: format!("token#{i}"),
+                        rights: Rights::all(),
+                    };
+                    (d, Arc::new(caller))
+                })
+                .collect(),
+            certificates: HashMap::new(),
+            sans: HashMap::new(),
+            any_certificate: callers.is_none(),
+            certificate_cache: Mutex::new(HashMap::new()),
             max_concurrent,
             limits: Mutex::new(HashMap::new()),
+        };
+        for spec in callers.into_iter().flatten() {
+            let caller = Arc::new(spec.caller);
+            match spec.credential {
+                Credential::TokenSha256(d) => auth.tokens.push((d, caller)),
+                Credential::MtlsCertSha256(d) => {
+                    auth.certificates.insert(d, caller);
+                }
+                Credential::MtlsSan(san) => {
+                    auth.sans.insert(san, caller);
+                }
+            }
         }
+        auth
     }
 
     /// The SHA-256 digest of a caller token, as configured in `CALLER_TOKEN_SHA256`.
@@ -78,47 +120,112 @@ impl CallerAuth {
     }
 
     /// Identifies the caller of a request.
-    fn authenticate<B>(&self, req: &http::Request<B>) -> Option<CallerId> {
-        if let Some(cert) = peer_certificate_digest(req) {
-            return Some(CallerId::Certificate(cert));
+    fn authenticate<B>(&self, req: &http::Request<B>) -> Result<Arc<Caller>, Refusal> {
+        if let Some(certs) = peer_certificates(req)
+            && let Some(cert) = certs.first()
+        {
+            return self
+                .certificate_caller(cert.as_ref())
+                .ok_or(Refusal::UnknownCertificate);
         }
         let value = req
             .headers()
-            .get(http::header::AUTHORIZATION)?
-            .to_str()
-            .ok()?;
-        let (scheme, token) = value.split_once(' ')?;
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(Refusal::Unauthenticated)?;
+        let (scheme, token) = value.split_once(' ').ok_or(Refusal::Unauthenticated)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
-            return None;
+            return Err(Refusal::Unauthenticated);
         }
         let presented = CallerAuth::digest(token.trim());
         let mut found = None;
-        for (i, d) in self.digests.iter().enumerate() {
+        for (d, caller) in &self.tokens {
             // Every digest is compared, whatever matched before.
             if bool::from(d.ct_eq(&presented)) {
-                found = Some(i);
+                found = Some(caller);
             }
         }
-        found.map(CallerId::Token)
+        found.cloned().ok_or(Refusal::Unauthenticated)
     }
 
-    fn semaphore(&self, caller: &CallerId) -> Arc<Semaphore> {
+    /// The caller a verified client certificate (DER) stands for.
+    fn certificate_caller(&self, der: &[u8]) -> Option<Arc<Caller>> {
+        let digest: [u8; 32] = Sha256::digest(der).into();
+        if self.any_certificate {
+            let mut name = String::from("cert:");
+            for b in digest.iter().take(8) {
+                name.push_str(&format!("{b:02x}"));
+            }
+            return Some(Arc::new(Caller {
+                name,
+                rights: Rights::all(),
+            }));
+        }
+        let mut cache = self
+            .certificate_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(known) = cache.get(&digest) {
+            return known.clone();
+        }
+        let caller = self.certificates.get(&digest).cloned().or_else(|| {
+            crate::callers::certificate_sans(der)
+                .iter()
+                .find_map(|san| self.sans.get(san).cloned())
+        });
+        if cache.len() >= CERTIFICATE_CACHE {
+            cache.clear();
+        }
+        cache.insert(digest, caller.clone());
+        caller
+    }
+
+    fn semaphore(&self, caller: &Caller) -> Arc<Semaphore> {
         let mut map = self
             .limits
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.entry(caller.clone())
+        if let Some(s) = map.get(&caller.name) {
+            return s.clone();
+        }
+        map.entry(caller.name.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(self.max_concurrent)))
             .clone()
     }
 }
 
-fn peer_certificate_digest<B>(req: &http::Request<B>) -> Option<[u8; 32]> {
+/// The `PERMISSION_DENIED` answer for a caller without `right`, counted by caller and right.
+pub fn denied(caller: &Caller, right: &Right<'_>) -> Status {
+    metrics::counter!(
+        crate::metrics::CALLER_DENIED,
+        "caller" => caller.name.clone(),
+        "right" => right.key(),
+    )
+    .increment(1);
+    tracing::warn!(caller = %caller.name, right = right.key(), "permission denied");
+    Status::permission_denied(format!("caller {:?} lacks the right {right}", caller.name))
+}
+
+/// Checks that `caller` holds `right`: `PERMISSION_DENIED` naming it otherwise.
+///
+/// # Errors
+/// [`denied`]'s status.
+pub fn require(caller: &Caller, right: &Right<'_>) -> Result<(), Status> {
+    if caller.holds(right) {
+        Ok(())
+    } else {
+        Err(denied(caller, right))
+    }
+}
+
+/// The verified client certificate chain of the request's connection, leaf first.
+fn peer_certificates<B>(
+    req: &http::Request<B>,
+) -> Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>> {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
-    let certs = info.peer_certs()?;
-    let first = certs.first()?;
-    Some(Sha256::digest(first.as_ref()).into())
+    req.extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?
+        .peer_certs()
 }
 
 fn is_public(path: &str) -> bool {
@@ -185,28 +292,55 @@ where
                 async move { inner.call(req).await.map(oversize_is_resource_exhausted) },
             );
         }
-        let Some(caller) = self.auth.authenticate(&req) else {
-            metrics::counter!(crate::metrics::CALLER_REJECTED, "reason" => "unauthenticated")
-                .increment(1);
-            let status = with_oauth_error(
-                Status::unauthenticated("missing or invalid caller credentials"),
-                "invalid_client",
-            );
-            return Box::pin(std::future::ready(Ok(status.into_http())));
+        let caller = match self.auth.authenticate(&req) {
+            Ok(caller) => caller,
+            Err(refusal) => {
+                let reason = match refusal {
+                    Refusal::Unauthenticated => "unauthenticated",
+                    Refusal::UnknownCertificate => "unknown_certificate",
+                };
+                metrics::counter!(crate::metrics::CALLER_REJECTED, "reason" => reason).increment(1);
+                let status = with_oauth_error(
+                    Status::unauthenticated(match refusal {
+                        Refusal::Unauthenticated => "missing or invalid caller credentials",
+                        Refusal::UnknownCertificate => {
+                            "the client certificate matches no caller of CALLERS_FILE"
+                        }
+                    }),
+                    "invalid_client",
+                );
+                return Box::pin(std::future::ready(Ok(status.into_http())));
+            }
         };
+        let rpc = Rpc::from_path(req.uri().path());
+        if let Some(rpc) = rpc
+            && let Err(status) = require(&caller, &Right::Rpc(rpc))
+        {
+            return Box::pin(std::future::ready(Ok(status.into_http())));
+        }
         let Ok(permit) = self.auth.semaphore(&caller).try_acquire_owned() else {
             metrics::counter!(crate::metrics::CALLER_REJECTED, "reason" => "concurrency")
                 .increment(1);
             let status = Status::resource_exhausted("too many requests in flight for this caller");
             return Box::pin(std::future::ready(Ok(status.into_http())));
         };
+        // The request's span names the caller (never its credential); the handlers' spans
+        // are its children.
+        let span = tracing::info_span!(
+            "request",
+            caller = %caller.name,
+            rpc = rpc.map_or("", Rpc::name),
+        );
         let mut req = req;
         req.extensions_mut().insert(caller);
-        Box::pin(async move {
-            let response = inner.call(req).await;
-            drop(permit);
-            response.map(oversize_is_resource_exhausted)
-        })
+        Box::pin(
+            async move {
+                let response = inner.call(req).await;
+                drop(permit);
+                response.map(oversize_is_resource_exhausted)
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -273,30 +407,63 @@ mod tests {
         assert_eq!(answer("3", oversize), "3");
     }
 
+    fn name(result: Result<Arc<Caller>, Refusal>) -> Result<String, Refusal> {
+        result.map(|c| c.name.clone())
+    }
+
     #[test]
     fn bearer_tokens_are_matched_by_digest() {
         let auth = CallerAuth::new(
             vec![CallerAuth::digest("one"), CallerAuth::digest("two")],
             4,
         );
-        assert_eq!(
-            auth.authenticate(&request(Some("Bearer two"), "/x")),
-            Some(CallerId::Token(1))
+        let who = |header: Option<&str>| name(auth.authenticate(&request(header, "/x")));
+        assert_eq!(who(Some("Bearer two")), Ok("token#1".into()));
+        assert_eq!(who(Some("bearer one")), Ok("token#0".into()));
+        let refused = Err(Refusal::Unauthenticated);
+        assert_eq!(who(Some("Bearer three")), refused);
+        assert_eq!(who(Some("Basic b25lOg==")), refused);
+        assert_eq!(who(Some("Bearer")), refused);
+        assert_eq!(who(None), refused);
+    }
+
+    #[test]
+    fn callers_file_tokens_carry_their_names_and_rights() {
+        let text = format!(
+            "[[caller]]\nname = \"web\"\ntoken_sha256 = \"{}\"\nrpcs = [\"RefreshTokens\"]\nclient_ids = [\"web\"]\n",
+            CallerAuth::digest("web-token")
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         );
-        assert_eq!(
-            auth.authenticate(&request(Some("bearer one"), "/x")),
-            Some(CallerId::Token(0))
-        );
-        assert_eq!(
-            auth.authenticate(&request(Some("Bearer three"), "/x")),
-            None
-        );
-        assert_eq!(
-            auth.authenticate(&request(Some("Basic b25lOg=="), "/x")),
-            None
-        );
-        assert_eq!(auth.authenticate(&request(Some("Bearer"), "/x")), None);
-        assert_eq!(auth.authenticate(&request(None, "/x")), None);
+        let specs = crate::callers::parse(&text).unwrap();
+        let auth = CallerAuth::with_callers(vec![CallerAuth::digest("legacy")], Some(specs), 4);
+        let web = auth
+            .authenticate(&request(Some("Bearer web-token"), "/x"))
+            .unwrap();
+        assert_eq!(web.name, "web");
+        assert!(web.holds(&Right::Rpc(Rpc::RefreshTokens)));
+        assert!(!web.holds(&Right::Rpc(Rpc::GenerateTokens)));
+        assert!(require(&web, &Right::ClientId("other")).is_err());
+        let legacy = auth
+            .authenticate(&request(Some("Bearer legacy"), "/x"))
+            .unwrap();
+        assert_eq!(legacy.rights, Rights::all());
+    }
+
+    #[test]
+    fn without_a_callers_file_any_verified_certificate_has_every_right() {
+        let open = CallerAuth::new(Vec::new(), 4);
+        let caller = open.certificate_caller(b"any der").unwrap();
+        assert!(caller.name.starts_with("cert:"));
+        assert_eq!(caller.rights, Rights::all());
+        let specs = crate::callers::parse(&format!(
+            "[[caller]]\nname = \"a\"\nmtls_cert_sha256 = \"{}\"\n",
+            "00".repeat(32)
+        ))
+        .unwrap();
+        let closed = CallerAuth::with_callers(Vec::new(), Some(specs), 4);
+        assert!(closed.certificate_caller(b"any der").is_none());
     }
 
     #[test]

@@ -21,6 +21,8 @@ use std::time::Duration;
 use token_dpop::NonceKey;
 use token_refresh::Pepper;
 use token_store_redis::RedisConfig;
+
+use crate::callers::{CallerSpec, Credential};
 use zeroize::Zeroizing;
 
 /// A configuration error, naming the variable.
@@ -397,6 +399,13 @@ pub mod vars {
         "a path",
         "File with one hex digest per line (`#` comments), added to the above",
     );
+    /// `CALLERS_FILE`.
+    pub const CALLERS_FILE: Variable = text(
+        "CALLERS_FILE",
+        "-",
+        "a path",
+        "TOML file of named callers, each with one credential and its rights (see Security); with it, a client certificate must match a caller",
+    );
     /// `TLS_CERT_FILE`.
     pub const TLS_CERT_FILE: Variable = text(
         "TLS_CERT_FILE",
@@ -491,6 +500,7 @@ pub const VARIABLES: &[Variable] = &[
     vars::DPOP_NONCE_KEY,
     vars::CALLER_TOKEN_SHA256,
     vars::CALLER_TOKEN_SHA256_FILE,
+    vars::CALLERS_FILE,
     vars::TLS_CERT_FILE,
     vars::TLS_KEY_FILE,
     vars::TLS_CLIENT_CA_FILE,
@@ -646,6 +656,8 @@ pub struct Config {
     /// `CALLER_TOKEN_SHA256` and `CALLER_TOKEN_SHA256_FILE`: SHA-256 digests of accepted caller
     /// tokens. Empty (and no mTLS): a random token is generated and logged once.
     pub caller_token_digests: Vec<[u8; 32]>,
+    /// `CALLERS_FILE`: named callers with their rights; `None` without the variable.
+    pub callers: Option<Vec<CallerSpec>>,
     /// `TLS_CERT_FILE`, `TLS_KEY_FILE`, `TLS_CLIENT_CA_FILE`.
     pub tls: Option<TlsConfig>,
     /// `LOG_FORMAT`.
@@ -670,7 +682,8 @@ impl fmt::Debug for Config {
             .field("issuer", &self.issuer)
             .field("access_token_ttl", &self.access_token_ttl)
             .field("refresh_token_ttl", &self.refresh_token_ttl)
-            .field("callers", &self.caller_token_digests.len())
+            .field("caller_tokens", &self.caller_token_digests.len())
+            .field("callers", &self.callers.as_ref().map(Vec::len))
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
@@ -816,16 +829,29 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Reads a file of at most `max` bytes as UTF-8; the error is the reason.
+fn read_limited(path: &str, max: usize) -> Result<String, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let mut text = String::new();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    file.take(limit)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {path}: {e}"))?;
+    if text.len() > max {
+        return Err(format!("{path} is larger than the {max} bytes allowed"));
+    }
+    Ok(text)
+}
+
 fn digest(var: &Variable, text: &str) -> Result<[u8; 32], ConfigError> {
-    hex_decode(text.trim())
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| {
-            err(
-                var,
-                "each entry must be a SHA-256 digest: 64 hex digits; make a caller token with \
+    crate::callers::sha256_hex(text).ok_or_else(|| {
+        err(
+            var,
+            "each entry must be a SHA-256 digest: 64 hex digits; make a caller token with \
                  `openssl rand -hex 32` and its digest with `printf %s \"$TOKEN\" | sha256sum`",
-            )
-        })
+        )
+    })
 }
 
 fn list(text: Option<&str>) -> Vec<String> {
@@ -994,6 +1020,28 @@ impl Config {
             }
         }
 
+        let callers = match v.text(&CALLERS_FILE) {
+            None => None,
+            Some(path) => {
+                let text = read_limited(path, crate::callers::MAX_CALLERS_FILE_BYTES)
+                    .map_err(|reason| err(&CALLERS_FILE, reason))?;
+                let specs = crate::callers::parse(&text)
+                    .map_err(|reason| err(&CALLERS_FILE, format!("{path}: {reason}")))?;
+                if let Some(duplicate) = specs.iter().find(|s| {
+                    matches!(s.credential, Credential::TokenSha256(d) if caller_token_digests.contains(&d))
+                }) {
+                    return Err(err(
+                        &CALLERS_FILE,
+                        format!(
+                            "{path}: caller {:?}: its token is also in CALLER_TOKEN_SHA256(_FILE), which grants every right; list it in one place",
+                            duplicate.caller.name
+                        ),
+                    ));
+                }
+                Some(specs)
+            }
+        };
+
         let tls = match (v.text(&TLS_CERT_FILE), v.text(&TLS_KEY_FILE)) {
             (Some(cert), Some(key)) => Some(TlsConfig {
                 cert_file: cert.into(),
@@ -1021,6 +1069,23 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&log_filter)
             .map_err(|e| err(&RUST_LOG, format!("not a log filter: {e}")))?;
 
+        let mtls = tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+        if let Some(spec) = callers.iter().flatten().find(|s| {
+            matches!(
+                s.credential,
+                Credential::MtlsCertSha256(_) | Credential::MtlsSan(_)
+            )
+        }) && !mtls
+        {
+            return Err(err(
+                &CALLERS_FILE,
+                format!(
+                    "caller {:?} authenticates by client certificate, which needs TLS_CLIENT_CA_FILE (and TLS_CERT_FILE, TLS_KEY_FILE)",
+                    spec.caller.name
+                ),
+            ));
+        }
+
         Ok(Config {
             grpc_addr: SocketAddr::new(host, port),
             admin_addr: SocketAddr::new(host, admin_port),
@@ -1043,6 +1108,7 @@ impl Config {
             dpop_nonce_required,
             dpop_nonce_key,
             caller_token_digests,
+            callers,
             tls,
             log_format,
             log_filter,
@@ -1139,6 +1205,14 @@ impl Config {
                 }
             }
             "CALLER_TOKEN_SHA256_FILE" => "(counted above)".to_owned(),
+            // Names only: the credentials stay in the file.
+            "CALLERS_FILE" => match &self.callers {
+                None => "-".to_owned(),
+                Some(specs) => {
+                    let names: Vec<&str> = specs.iter().map(|s| s.caller.name.as_str()).collect();
+                    format!("{} callers: {}", names.len(), names.join(", "))
+                }
+            },
             "TLS_CERT_FILE" => path(tls.map(|t| &t.cert_file)),
             "TLS_KEY_FILE" => path(tls.map(|t| &t.key_file)),
             "TLS_CLIENT_CA_FILE" => path(tls.and_then(|t| t.client_ca_file.as_ref())),
@@ -1309,6 +1383,64 @@ mod tests {
             e.reason.contains("openssl rand -hex 32") && e.reason.contains("sha256sum"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_callers_file_is_read_checked_and_reported_by_name() {
+        let digest = "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752";
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_string_lossy().into_owned()
+        };
+        let good = write(
+            "good.toml",
+            &format!("[[caller]]\nname = \"web\"\ntoken_sha256 = \"{digest}\"\n"),
+        );
+        let c = cfg(&[("CALLERS_FILE", &good)]).unwrap();
+        assert_eq!(c.callers.as_ref().map(Vec::len), Some(1));
+        let shown = c.effective();
+        let (_, value) = shown.iter().find(|(v, _)| *v == "CALLERS_FILE").unwrap();
+        assert_eq!(value, "1 callers: web");
+        assert!(shown.iter().all(|(_, v)| !v.contains(digest)));
+
+        let cases = [
+            (
+                write("bad.toml", "[[caller]]\nname = \"web\"\n"),
+                vec![],
+                "exactly one of",
+            ),
+            (
+                dir.path()
+                    .join("missing.toml")
+                    .to_string_lossy()
+                    .into_owned(),
+                vec![],
+                "cannot read",
+            ),
+            (
+                write(
+                    "mtls.toml",
+                    "[[caller]]\nname = \"svc\"\nmtls_san = \"spiffe://example.org/svc\"\n",
+                ),
+                vec![],
+                "needs TLS_CLIENT_CA_FILE",
+            ),
+            (
+                good.clone(),
+                vec![("CALLER_TOKEN_SHA256", digest)],
+                "list it in one place",
+            ),
+        ];
+        for (path, extra, want) in cases {
+            let mut vars = vec![("CALLERS_FILE", path.as_str())];
+            vars.extend(extra);
+            let e = cfg(&vars).unwrap_err();
+            assert_eq!(e.var, "CALLERS_FILE", "{e}");
+            assert!(e.reason.contains(want), "{e}");
+            assert!(!e.reason.contains(digest), "credential echoed: {e}");
+        }
     }
 
     #[test]

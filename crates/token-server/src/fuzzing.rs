@@ -1,14 +1,45 @@
 //! Entry points for `cargo fuzz` targets (not a stable API), as the library crates have them:
 //! `fuzz/fuzz_targets/config_parse.rs` calls [`parse_config`], which drives
-//! [`Config::from_vars`](crate::config::Config::from_vars) in `config.rs`.
+//! [`Config::from_vars`](crate::config::Config::from_vars) in `config.rs`;
+//! `fuzz/fuzz_targets/callers_parse.rs` calls [`parse_callers`], which drives the callers
+//! file's parser and the client certificate reader in `callers.rs`.
 
 use std::collections::HashMap;
 
 use crate::config::{Config, VARIABLES};
 
-/// Variables the fuzzer never sets: the parser reads the file `CALLER_TOKEN_SHA256_FILE` names,
-/// and a fuzzed path (`/dev/zero`, a FIFO) would hang the run instead of testing the parser.
-const NOT_FUZZED: &[&str] = &["CALLER_TOKEN_SHA256_FILE"];
+/// Variables the fuzzer never sets: the parser reads the files `CALLER_TOKEN_SHA256_FILE` and
+/// `CALLERS_FILE` name, and a fuzzed path (`/dev/zero`, a FIFO) would hang the run instead of
+/// testing the parser (the callers file's contents have a target of their own).
+const NOT_FUZZED: &[&str] = &["CALLER_TOKEN_SHA256_FILE", "CALLERS_FILE"];
+
+/// Parses arbitrary bytes as a callers file (lossily as UTF-8, as a file read as text would
+/// fail on the rest) and as a client certificate's DER; neither may panic.
+///
+/// # Panics
+/// When an accepted file breaks one of the parser's own rules (a caller without a name, two
+/// callers of one name), or a refusal repeats a credential of the file.
+pub fn parse_callers(data: &[u8]) {
+    let _names = crate::callers::certificate_sans(data);
+    let text = String::from_utf8_lossy(data);
+    match crate::callers::parse(&text) {
+        Ok(specs) => {
+            let mut names = std::collections::HashSet::new();
+            for spec in &specs {
+                assert!(!spec.caller.name.is_empty());
+                assert!(names.insert(spec.caller.name.clone()), "duplicate name");
+            }
+        }
+        Err(reason) => {
+            // No 64-hex-digit run of the file (a digest) comes back in the message.
+            for word in text.split(|c: char| !c.is_ascii_hexdigit()) {
+                if word.len() == 64 {
+                    assert!(!reason.contains(word), "credential echoed: {reason}");
+                }
+            }
+        }
+    }
+}
 
 /// Decodes arbitrary bytes into variables (see [`variables`]) and parses them as the server's
 /// configuration; it must never panic, whatever the variables hold.

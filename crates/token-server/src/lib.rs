@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod callers;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod keys;
 pub mod metrics;
+pub mod revocation_watch;
 pub mod service;
 pub mod state;
 pub mod status;
@@ -90,7 +92,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .tls
         .as_ref()
         .is_some_and(|t| t.client_ca_file.is_some());
-    let generated_caller_token = if digests.is_empty() && !mtls {
+    let generated_caller_token = if digests.is_empty() && config.callers.is_none() && !mtls {
         let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
         getrandom::getrandom(bytes.as_mut_slice()).map_err(StartError::Random)?;
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -109,7 +111,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let max_request_bytes = config.max_request_bytes;
-    let auth = Arc::new(CallerAuth::new(digests, config.max_concurrent_per_caller));
+    let auth = Arc::new(CallerAuth::with_callers(
+        digests,
+        config.callers.clone(),
+        config.max_concurrent_per_caller,
+    ));
     let tls = config.tls.clone();
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
@@ -137,7 +143,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         })?;
 
     let state = Arc::new(AppState::build(config).await?);
-    let service = TokenServiceServer::new(TokenServiceImpl::new(state.clone()))
+    let (shutdown, mut rx) = watch::channel(false);
+    let service = TokenServiceServer::new(TokenServiceImpl::new(state.clone(), rx.clone()))
         .max_decoding_message_size(max_request_bytes);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -153,7 +160,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .build_v1alpha()
         .map_err(StartError::Reflection)?;
 
-    let (shutdown, mut rx) = watch::channel(false);
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         let read = |var: &'static str, path: &std::path::Path| {

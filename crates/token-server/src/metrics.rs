@@ -1,7 +1,8 @@
 //! Metric names, in one place, and the Prometheus recorder.
 //!
 //! Labels carry only bounded, non-secret values (RPC names, status codes, outcomes, reasons,
-//! algorithms), never a token, key, subject or client id.
+//! algorithms, configured caller names), never a token, key, credential, subject or client
+//! id.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -29,6 +30,13 @@ pub const STORE_ERRORS: &str = "token_service_store_errors_total";
 pub const REQUEST_SECONDS: &str = "token_service_request_seconds";
 /// Requests refused before reaching a handler, by `reason`.
 pub const CALLER_REJECTED: &str = "token_service_caller_rejected_total";
+/// Open `WatchRevocations` streams.
+pub const REVOCATION_WATCHERS: &str = "token_service_revocation_watchers";
+/// Revocation events sent on `WatchRevocations` streams (after their initial list).
+pub const REVOCATIONS_STREAMED: &str = "token_service_revocations_streamed_total";
+/// Requests refused for a missing right, by `caller` (a configured name: bounded) and `right`
+/// (`rpcs`, `client_ids`, `audiences`, `revoke_by_subject`, `revoke_by_family`).
+pub const CALLER_DENIED: &str = "token_service_caller_denied_total";
 
 /// How often buffered histogram samples are folded into their buckets.
 const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);

@@ -13,15 +13,22 @@ use token_proto::token_service_server::TokenService;
 use token_proto::{
     DPoPProof, GenerateTokensRequest, GetJwksRequest, GetJwksResponse, IntrospectTokenRequest,
     IntrospectTokenResponse, RefreshTokensRequest, RevokeTokenRequest, RevokeTokenResponse,
-    TokenResponse, ValidateDPoPRequest, ValidateDPoPResponse, revoke_token_request,
+    TokenResponse, ValidateDPoPRequest, ValidateDPoPResponse, WatchRevocationsRequest,
+    revoke_token_request,
 };
 use token_refresh::{Family, FamilyId, GrantDetails, RefreshToken};
 use tonic::{Request, Response, Status};
 
+use crate::auth::require;
+use crate::callers::{Allow, Caller, Right};
 use crate::clock::now;
 use crate::metrics as m;
 use crate::state::AppState;
 use crate::status::{self, invalid_request};
+
+/// The target of the audit lines: one per issuance, refresh and revocation, naming the caller
+/// (never its credential). `RUST_LOG=info,audit=off` silences them.
+const AUDIT: &str = "audit";
 
 /// Longest subject, client id, audience or scope accepted.
 const MAX_FIELD_BYTES: usize = 1024;
@@ -38,13 +45,25 @@ const MAX_SIGNATURE_BYTES: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct TokenServiceImpl {
     state: Arc<AppState>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl TokenServiceImpl {
-    /// A service over the shared state.
-    pub fn new(state: Arc<AppState>) -> Self {
-        TokenServiceImpl { state }
+    /// A service over the shared state; its streams end when `shutdown` turns true (or its
+    /// sender is dropped).
+    pub fn new(state: Arc<AppState>, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+        TokenServiceImpl { state, shutdown }
     }
+}
+
+/// The authenticated caller that [`crate::auth`] put in the request. Absent only when the
+/// service is served without the auth layer, which then serves nobody.
+fn caller_of<T>(request: &Request<T>) -> Result<Arc<Caller>, Status> {
+    request
+        .extensions()
+        .get::<Arc<Caller>>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
 }
 
 /// Runs a store operation, recording its latency by `op`.
@@ -325,6 +344,32 @@ impl TokenServiceImpl {
 
 #[tonic::async_trait]
 impl TokenService for TokenServiceImpl {
+    type WatchRevocationsStream = crate::revocation_watch::EventStream;
+
+    #[tracing::instrument(skip_all, fields(rpc = "WatchRevocations"))]
+    async fn watch_revocations(
+        &self,
+        request: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let start = Instant::now();
+        let result = async {
+            // The `WatchRevocations` right was checked with the caller, by the auth layer.
+            let caller = caller_of(&request)?;
+            let since = crate::revocation_watch::parse_cursor(&request.get_ref().cursor)?;
+            let stream = crate::revocation_watch::stream(
+                self.state.revocations.clone(),
+                since,
+                self.shutdown.clone(),
+            )
+            .await?;
+            tracing::info!(target: AUDIT, caller = %caller.name, "revocations watched");
+            Ok(Response::new(stream))
+        }
+        .await;
+        observe("WatchRevocations", start, &result);
+        result
+    }
+
     #[tracing::instrument(skip_all, fields(rpc = "GenerateTokens", family_id))]
     async fn generate_tokens(
         &self,
@@ -333,11 +378,13 @@ impl TokenService for TokenServiceImpl {
         let start = Instant::now();
         let result = async {
             let now = now();
+            let caller = caller_of(&request)?;
             let r = request.into_inner();
             check_text("subject", &r.subject, true)?;
             check_text("client_id", &r.client_id, true)?;
             check_list("audience", &r.audience)?;
             check_list("scopes", &r.scopes)?;
+            require(&caller, &Right::ClientId(&r.client_id))?;
             // RFC 9068 section 2.2: every access token names its audience.
             let audience = if r.audience.is_empty() {
                 self.state.config.default_audience.clone()
@@ -351,6 +398,9 @@ impl TokenService for TokenServiceImpl {
                     ),
                     "invalid_target",
                 ));
+            }
+            for aud in &audience {
+                require(&caller, &Right::Audience(aud))?;
             }
             let custom = parse_additional_claims(&r.additional_claims_json)?;
             let ttl = self.ttl(r.access_token_ttl_seconds);
@@ -389,6 +439,15 @@ impl TokenService for TokenServiceImpl {
             .map_err(|e| status::refresh(&e))?;
             let ttl = capped_ttl(ttl, &family, now);
             tracing::Span::current().record("family_id", tracing::field::display(&family.id));
+            tracing::info!(
+                target: AUDIT,
+                caller = %caller.name,
+                client_id = %family.client_id,
+                subject = %family.subject,
+                family_id = %family.id,
+                bound = family.dpop_jkt.is_some(),
+                "tokens issued"
+            );
             metrics::counter!(m::TOKENS_ISSUED, "type" => "refresh", "alg" => "opaque")
                 .increment(1);
 
@@ -419,6 +478,7 @@ impl TokenService for TokenServiceImpl {
         let start = Instant::now();
         let result = async {
             let now = now();
+            let caller = caller_of(&request)?;
             let r = request.into_inner();
             if r.refresh_token.is_empty() {
                 return Err(invalid_request("refresh_token is required"));
@@ -426,6 +486,10 @@ impl TokenService for TokenServiceImpl {
             check_text("client_id", &r.client_id, true)?;
             check_list("scopes", &r.scopes)?;
             check_list("audience", &r.audience)?;
+            require(&caller, &Right::ClientId(&r.client_id))?;
+            for aud in &r.audience {
+                require(&caller, &Right::Audience(aud))?;
+            }
             // A token that cannot be one of ours is refused before the DPoP proof is checked,
             // so such a request does not spend the proof's `jti`.
             let presented = match RefreshToken::parse(&r.refresh_token) {
@@ -435,6 +499,19 @@ impl TokenService for TokenServiceImpl {
                     return Err(status::refresh(&e));
                 }
             };
+            if r.audience.is_empty() && caller.rights.audiences != Allow::Any {
+                // A caller limited to some audiences refreshes only grants it could mint: the
+                // stored audience is read first (a grant's audience never changes), only for
+                // such callers, before anything rotates or a proof is spent.
+                let family = store_op("get", self.state.rotator.family(&presented.family_id()))
+                    .await
+                    .map_err(|e| status::refresh(&e))?;
+                if let Some(family) = family {
+                    for aud in &family.audience {
+                        require(&caller, &Right::Audience(aud))?;
+                    }
+                }
+            }
             if self.state.config.default_audience.is_empty() && r.audience.is_empty() {
                 // A family stored before grants kept their audience has none, and without
                 // DEFAULT_AUDIENCE its next token would have no `aud`: refused before anything
@@ -479,6 +556,15 @@ impl TokenService for TokenServiceImpl {
             };
             let family = &outcome.family;
             tracing::Span::current().record("family_id", tracing::field::display(&family.id));
+            tracing::info!(
+                target: AUDIT,
+                caller = %caller.name,
+                client_id = %family.client_id,
+                subject = %family.subject,
+                family_id = %family.id,
+                grace_retry = outcome.is_grace_retry,
+                "tokens refreshed"
+            );
             metrics::counter!(m::ROTATIONS, "outcome" => if outcome.is_grace_retry { "grace" } else { "rotated" })
                 .increment(1);
             // Minted from the stored grant, narrowed as the request asked.
@@ -525,12 +611,14 @@ impl TokenService for TokenServiceImpl {
         let start = Instant::now();
         let result = async {
             let now = now();
+            let caller = caller_of(&request)?;
             let r = request.into_inner();
             check_text("reason", &r.reason, false)?;
             let rotator = &self.state.rotator;
             let (count, reason) = match r.target {
                 Some(revoke_token_request::Target::RefreshToken(t)) if !t.is_empty() => {
                     check_text("client_id", &r.client_id, true)?;
+                    require(&caller, &Right::ClientId(&r.client_id))?;
                     // RFC 7009 section 2.1: a malformed, unknown or forged token, and one of
                     // another client's family, are answered alike and revoke nothing.
                     let count = match rotator.revoke_token(&t, &r.client_id, now).await {
@@ -541,6 +629,7 @@ impl TokenService for TokenServiceImpl {
                     (count, "token")
                 }
                 Some(revoke_token_request::Target::FamilyId(id)) if !id.is_empty() => {
+                    require(&caller, &Right::RevokeByFamily)?;
                     let id = FamilyId::parse(&id)
                         .map_err(|_| invalid_request("family_id is malformed"))?;
                     let outcome = rotator
@@ -550,6 +639,7 @@ impl TokenService for TokenServiceImpl {
                     (revoked_count(&outcome), "family")
                 }
                 Some(revoke_token_request::Target::Subject(s)) if !s.is_empty() => {
+                    require(&caller, &Right::RevokeBySubject)?;
                     check_text("subject", &s, true)?;
                     let n = rotator
                         .revoke_subject(&s, now)
@@ -564,7 +654,13 @@ impl TokenService for TokenServiceImpl {
                 }
             };
             metrics::counter!(m::FAMILIES_REVOKED, "reason" => reason).increment(u64::from(count));
-            tracing::info!(families = count, by = reason, "revoked");
+            tracing::info!(
+                target: AUDIT,
+                caller = %caller.name,
+                families = count,
+                by = reason,
+                "revoked"
+            );
             Ok(Response::new(RevokeTokenResponse {
                 families_revoked: count,
             }))
@@ -689,10 +785,21 @@ impl TokenService for TokenServiceImpl {
 }
 
 /// How many families a revocation revoked: 1 or 0, whatever the reason for 0 (already
-/// revoked, unknown, forged, another client's), so the answer tells nothing more.
+/// revoked, unknown, forged, another client's, or a tombstone), so the answer tells nothing
+/// more. A tombstone (an operator revoked a family the store had forgotten: its id is listed
+/// for the access tokens that outlive it) revokes no family but is logged.
 fn revoked_count(outcome: &token_refresh::RevokeOutcome) -> u32 {
     match outcome {
         token_refresh::RevokeOutcome::Revoked(_) => 1,
+        token_refresh::RevokeOutcome::Tombstoned(entry) => {
+            tracing::info!(
+                family_id = %entry.family_id,
+                listed_until = entry.listed_until,
+                "no record of the family (expired and forgotten, or never issued); its id is \
+                 listed anyway for its access tokens (a tombstone)"
+            );
+            0
+        }
         _ => 0,
     }
 }

@@ -35,6 +35,9 @@ pub struct AppState {
     pub dpop: Validator,
     /// Verification policy for our own access tokens.
     pub policy: Policy,
+    /// The Redis store, when there is one (the same object as the rotator's store): readiness
+    /// reports why it refuses operations (an eviction policy).
+    pub redis: Option<Arc<RedisStore>>,
 }
 
 impl AppState {
@@ -46,6 +49,7 @@ impl AppState {
         let provider = token_jwt::fastest_provider();
         let keys = Arc::new(Keys::load(&config, crate::clock::now()).await?);
 
+        let mut redis_store = None;
         let (store, revocations, replay): (
             Arc<dyn FamilyStore>,
             Arc<dyn RevocationList>,
@@ -70,6 +74,7 @@ impl AppState {
                     deployment = ?redis.deployment(),
                     "connected to Redis"
                 );
+                redis_store = Some(redis.clone());
                 (redis.clone(), redis.clone(), redis)
             }
         };
@@ -131,6 +136,7 @@ impl AppState {
             revocations,
             dpop,
             policy,
+            redis: redis_store,
         })
     }
 }

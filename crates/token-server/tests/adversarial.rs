@@ -52,7 +52,9 @@ use tonic::{Code, Request, Response, Status};
 
 mod common;
 use common::{
-    CALLER, Harness, ISSUER, URI, authed, caller_digest, generate, harness, now, oauth_error,
+    CALLER, Calls, Harness, ISSUER, URI, answer, audiences, authed, caller_digest, generate,
+    harness, http_get, invalid_grant, now, oauth_error, on_redis, post, refresh_as, refusal,
+    revocation, signing_key_file, temp_file,
 };
 
 /// The resource a proof presenting an access token is made for.
@@ -190,14 +192,6 @@ fn proof_with_key(alg: &str, jwk: Value, signature: &[u8]) -> String {
 
 // ---- requests -----------------------------------------------------------------------------------
 
-fn post(proof: String) -> DPoPProof {
-    DPoPProof {
-        proof,
-        http_method: "POST".into(),
-        http_uri: URI.into(),
-    }
-}
-
 fn generate_with(subject: &str, proof: String) -> GenerateTokensRequest {
     GenerateTokensRequest {
         dpop: Some(post(proof)),
@@ -205,12 +199,11 @@ fn generate_with(subject: &str, proof: String) -> GenerateTokensRequest {
     }
 }
 
+/// A RefreshTokens request by client `web`, with `proof` when there is one.
 fn refresh(token: &str, proof: Option<String>) -> RefreshTokensRequest {
     RefreshTokensRequest {
-        client_id: "web".into(),
-        refresh_token: token.into(),
         dpop: proof.map(post),
-        ..Default::default()
+        ..refresh_as(token, "web")
     }
 }
 
@@ -350,20 +343,12 @@ impl Harness {
 }
 
 async fn validate(h: &mut Harness, req: ValidateDPoPRequest) -> ValidateDPoPResponse {
-    h.client
-        .validate_d_po_p(authed(req))
-        .await
-        .unwrap()
-        .into_inner()
+    h.client.validate(req).await.unwrap()
 }
 
 /// IntrospectToken's answer: the verified claims of an active token, `None` otherwise.
 async fn introspect(h: &mut Harness, token: &str) -> Option<Value> {
-    let req = IntrospectTokenRequest {
-        token: token.into(),
-    };
-    let r = h.client.introspect_token(authed(req)).await.unwrap();
-    let r = r.into_inner();
+    let r = h.client.introspect(token).await.unwrap();
     assert_eq!(r.active, !r.claims_json.is_empty(), "{r:?}");
     r.active
         .then(|| serde_json::from_str(&r.claims_json).unwrap())
@@ -373,16 +358,20 @@ async fn active(h: &mut Harness, token: &str) -> bool {
     introspect(h, token).await.is_some()
 }
 
-async fn revoke(h: &mut Harness, target: Target) -> Result<Response<u32>, Status> {
-    let r = h
-        .client
-        .revoke_token(authed(RevokeTokenRequest {
-            client_id: "web".into(),
-            target: Some(target),
-            reason: "test".into(),
-        }))
-        .await?;
+/// RevokeToken of `target` presented by `client_id`: how many families it revoked.
+async fn revoke_by(
+    h: &mut Harness,
+    client_id: &str,
+    target: Target,
+) -> Result<Response<u32>, Status> {
+    let req = revocation(client_id, target, "test");
+    let r = h.client.revoke_token(authed(req)).await?;
     Ok(r.map(|r| r.families_revoked))
+}
+
+/// RevokeToken of `target` presented by `web`.
+async fn revoke(h: &mut Harness, target: Target) -> Result<Response<u32>, Status> {
+    revoke_by(h, "web", target).await
 }
 
 /// Revokes every family of `subject` and returns how many there were.
@@ -680,7 +669,7 @@ async fn public_path_prefixes_do_not_lead_to_protected_rpcs() {
             )
             .await;
         let e = r.expect_err(path);
-        assert_eq!((e.code(), oauth_error(&e)), (code, oauth), "{path}: {e:?}");
+        assert_eq!(refusal(&e), (code, oauth), "{path}: {e:?}");
         assert_no_family(&mut h, &subject).await;
     }
 }
@@ -1304,10 +1293,8 @@ async fn access_token_of_a_revoked_family_is_refused_by_validate_dpop() {
 /// header an attacker would need the server key for.
 async fn keyed_harness() -> (Harness, Arc<dyn JwsSigner>) {
     let key = PrivateKey::generate(Algorithm::ES256).unwrap();
-    let file = std::env::temp_dir().join(format!("adversarial-{}.pem", random_id().unwrap()));
-    std::fs::write(&file, key.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
-    let h = harness(&[("SIGNING_KEY_FILE", file.to_str().unwrap())]).await;
-    std::fs::remove_file(&file).unwrap();
+    let file = temp_file(key.to_pkcs8_pem().unwrap().as_bytes());
+    let h = harness(&[("SIGNING_KEY_FILE", file.path().to_str().unwrap())]).await;
     (h, RustCryptoProvider::new().signer(&key).unwrap())
 }
 
@@ -1696,11 +1683,7 @@ async fn message_over_the_request_limit_is_resource_exhausted() {
     let e = h.generate(req).await.unwrap_err();
     // tonic refuses the message before the service sees it: no oauth-error; the code is
     // gRPC's for a message over the receiver's limit (tonic's own OUT_OF_RANGE is rewritten).
-    assert_eq!(
-        (e.code(), oauth_error(&e)),
-        (Code::ResourceExhausted, ""),
-        "{e:?}"
-    );
+    assert_eq!(refusal(&e), (Code::ResourceExhausted, ""), "{e:?}");
     assert_no_family(&mut h, &subject).await;
 }
 
@@ -2360,8 +2343,6 @@ const LEDGER: &str = "https://ledger.example";
 /// The custom claims of [`grant`]: `tenant`, and values that a store decoding the text as JSON
 /// would rewrite (a number beyond a double's precision, an empty array, an escaped `/`).
 const GRANT_CLAIMS: &str = r#"{"tenant":"t-42","n":12345678901234567890,"e":[],"p":"a\/b"}"#;
-/// `REFRESH_TOKEN_PEPPER` of the Redis-backed servers.
-const PEPPER: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
 /// A grant of `read write` to client `web` for [`PAYMENTS`], with [`GRANT_CLAIMS`] and a
 /// 120 s access-token lifetime.
@@ -2374,49 +2355,15 @@ fn grant(subject: &str) -> GenerateTokensRequest {
     }
 }
 
-/// A RefreshTokens request without a proof, presented by `client_id`.
-fn refresh_as(token: &str, client_id: &str) -> RefreshTokensRequest {
-    RefreshTokensRequest {
-        client_id: client_id.into(),
-        ..refresh(token, None)
-    }
-}
-
 /// The payload of a compact JWS, decoded (base64url, JSON) without verifying it.
 fn payload(jwt: &str) -> Value {
     let part = jwt.split('.').nth(1).expect("a compact JWS has a payload");
     serde_json::from_slice(&token_jwt::base64url::decode(part).unwrap()).unwrap()
 }
 
-/// `aud`, whether the token carries it as a string (one audience) or an array.
-fn audiences(claims: &Value) -> Vec<String> {
-    match &claims["aud"] {
-        Value::String(one) => vec![one.clone()],
-        Value::Array(many) => many
-            .iter()
-            .map(|a| a.as_str().unwrap().to_owned())
-            .collect(),
-        other => panic!("aud is {other}: {claims}"),
-    }
-}
-
 /// `exp - iat` of decoded claims.
 fn lifetime(claims: &Value) -> i64 {
     claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap()
-}
-
-/// Status code, `oauth-error` and message: what a refusal tells the caller.
-fn answer(e: &Status) -> (Code, String, String) {
-    (e.code(), oauth_error(e).to_owned(), e.message().to_owned())
-}
-
-/// The one answer of every refused refresh token.
-fn invalid_grant() -> (Code, String, String) {
-    (
-        Code::Unauthenticated,
-        "invalid_grant".to_owned(),
-        token_server::status::INVALID_GRANT.to_owned(),
-    )
 }
 
 /// The metadata names of a status (their values, such as `date`, may differ).
@@ -2463,15 +2410,7 @@ impl Harness {
 
     /// RevokeToken by refresh token, presented by `client_id`.
     async fn revoke_as(&mut self, token: &str, client_id: &str) -> Result<Response<u32>, Status> {
-        let r = self
-            .client
-            .revoke_token(authed(RevokeTokenRequest {
-                client_id: client_id.into(),
-                target: Some(Target::RefreshToken(token.into())),
-                reason: "test".into(),
-            }))
-            .await?;
-        Ok(r.map(|r| r.families_revoked))
+        revoke_by(self, client_id, Target::RefreshToken(token.into())).await
     }
 }
 
@@ -2545,30 +2484,29 @@ async fn refresh_mints_the_whole_grant_in_memory() {
 }
 
 /// Two instances sharing `url`'s store and a signing key (so each verifies the other's
-/// tokens), with `extra` on top.
-async fn two_instances(url: &str, extra: &[(&str, &str)]) -> [Harness; 2] {
-    let key = common::signing_key_file(&format!("grant-{}", random_id().unwrap()));
-    let key_path = key.to_string_lossy().into_owned();
-    let mut vars = vec![
-        ("REDIS_URL", url),
-        ("REFRESH_TOKEN_PEPPER", PEPPER),
-        ("SIGNING_KEY_FILE", key_path.as_str()),
-    ];
-    vars.extend_from_slice(extra);
+/// tokens).
+async fn two_instances(url: &str) -> [Harness; 2] {
+    let key = signing_key_file();
+    let key_path = key.path().to_string_lossy().into_owned();
+    let vars = on_redis(url, &[("SIGNING_KEY_FILE", key_path.as_str())]);
     let a = harness(&vars).await;
     let b = harness(&vars).await;
-    std::fs::remove_file(&key).unwrap();
     [a, b]
+}
+
+/// [`assert_grant_round_trip`] across [`two_instances`] on the store at `url`.
+async fn assert_grant_round_trip_across_instances(url: &str) {
+    let mut instances = two_instances(url).await;
+    assert_grant_round_trip(&mut instances).await;
+    for h in instances {
+        h.server.shutdown().await.unwrap();
+    }
 }
 
 #[tokio::test]
 async fn refresh_mints_the_whole_grant_on_redis_across_instances() {
     let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let mut instances = two_instances(&redis.url(), &[]).await;
-    assert_grant_round_trip(&mut instances).await;
-    for h in instances {
-        h.server.shutdown().await.unwrap();
-    }
+    assert_grant_round_trip_across_instances(&redis.url()).await;
 }
 
 #[tokio::test]
@@ -2576,11 +2514,7 @@ async fn refresh_mints_the_whole_grant_on_a_redis_cluster_across_instances() {
     let cluster = RedisCluster::start().unwrap_or_else(|e| panic!("{e}"));
     let url = cluster.url();
     assert!(url.starts_with("redis-cluster://"), "{url}");
-    let mut instances = two_instances(&url, &[]).await;
-    assert_grant_round_trip(&mut instances).await;
-    for h in instances {
-        h.server.shutdown().await.unwrap();
-    }
+    assert_grant_round_trip_across_instances(&url).await;
 }
 
 #[tokio::test]
@@ -2590,15 +2524,7 @@ async fn the_grant_is_fixed_at_issue_whatever_the_defaults_of_the_instance_that_
     // cap in force there (ACCESS_TOKEN_TTL) applying to the lifetime.
     let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
     let url = redis.url();
-    let store = [
-        ("REDIS_URL", url.as_str()),
-        ("REFRESH_TOKEN_PEPPER", PEPPER),
-    ];
-    let with = |extra: &[(&'static str, &'static str)]| {
-        let mut vars = store.to_vec();
-        vars.extend_from_slice(extra);
-        vars
-    };
+    let with = |extra: &[(&'static str, &'static str)]| on_redis(&url, extra);
     let mut old = harness(&with(&[("DEFAULT_AUDIENCE", "https://old.example")])).await;
     let defaulted = old
         .generate(GenerateTokensRequest {
@@ -2923,15 +2849,7 @@ async fn assert_grace_retry_binding(mut h: Harness) {
 
 /// `name{outcome="outcome"}` in the server's Prometheus text (0 when absent).
 async fn counter(h: &Harness, name: &str, outcome: &str) -> f64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(h.server.admin_addr)
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
+    let text = http_get(h.server.admin_addr, "/metrics", "").await;
     let series = format!("{name}{{outcome=\"{outcome}\"}} ");
     text.lines()
         .find_map(|line| line.strip_prefix(&series))
@@ -3288,12 +3206,7 @@ async fn revocations_stay_listed_for_the_access_token_ttl_the_leeway_and_the_ske
     // the revocation is listed (and its Redis entry kept) that long, whatever revoked it.
     let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
     let url = redis.url();
-    let mut h = harness(&[
-        ("REDIS_URL", &url),
-        ("REFRESH_TOKEN_PEPPER", PEPPER),
-        ("ACCESS_TOKEN_TTL", "300"),
-    ])
-    .await;
+    let mut h = harness(&on_redis(&url, &[("ACCESS_TOKEN_TTL", "300")])).await;
     let leeway = token_jwt::Policy::builder().issuer(ISSUER).build().leeway;
     let listed_for =
         i64::try_from(300 + leeway + token_server::state::CLOCK_SKEW_MARGIN_SECS).unwrap();
@@ -3343,11 +3256,26 @@ async fn revocations_stay_listed_for_the_access_token_ttl_the_leeway_and_the_ske
 // The attacks on the client binding and on narrowing, on each store: Redis runs its own
 // (Lua) mirror of the rotation and revocation decisions.
 
-/// The variables of a server on the Redis at `url`, with `extra` on top.
-fn on_redis<'a>(url: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut vars = vec![("REDIS_URL", url), ("REFRESH_TOKEN_PEPPER", PEPPER)];
-    vars.extend_from_slice(extra);
-    vars
+/// Where a server keeps its families.
+enum Store {
+    Memory,
+    /// A new standalone Redis.
+    Redis,
+}
+
+/// Runs `check` against a new server on `store`, with `extra` on top.
+async fn on<F: Future<Output = ()>>(
+    store: Store,
+    extra: &[(&str, &str)],
+    check: impl FnOnce(Harness) -> F,
+) {
+    match store {
+        Store::Memory => check(harness(extra).await).await,
+        Store::Redis => {
+            let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+            check(harness(&on_redis(&redis.url(), extra)).await).await;
+        }
+    }
 }
 
 /// A 30 s grace window allowing one retry.
@@ -3358,50 +3286,42 @@ const GRACE: [(&str, &str); 2] = [
 
 #[tokio::test]
 async fn a_refresh_narrows_scopes_and_audience_for_one_token_and_never_widens_them() {
-    assert_narrowing_only(harness(&[]).await).await;
+    on(Store::Memory, &[], assert_narrowing_only).await;
 }
 
 #[tokio::test]
 async fn a_refresh_narrows_scopes_and_audience_for_one_token_and_never_widens_them_on_redis() {
-    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let url = redis.url();
-    assert_narrowing_only(harness(&on_redis(&url, &[])).await).await;
+    on(Store::Redis, &[], assert_narrowing_only).await;
 }
 
 #[tokio::test]
 async fn a_refresh_token_presented_by_another_client_is_refused_and_changes_nothing() {
-    assert_client_binding(harness(&[]).await).await;
+    on(Store::Memory, &[], assert_client_binding).await;
 }
 
 #[tokio::test]
 async fn a_refresh_token_presented_by_another_client_is_refused_and_changes_nothing_on_redis() {
-    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let url = redis.url();
-    assert_client_binding(harness(&on_redis(&url, &[])).await).await;
+    on(Store::Redis, &[], assert_client_binding).await;
 }
 
 #[tokio::test]
 async fn a_grace_retry_by_another_client_is_refused_and_uses_up_nothing() {
-    assert_grace_retry_binding(harness(&GRACE).await).await;
+    on(Store::Memory, &GRACE, assert_grace_retry_binding).await;
 }
 
 #[tokio::test]
 async fn a_grace_retry_by_another_client_is_refused_and_uses_up_nothing_on_redis() {
-    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let url = redis.url();
-    assert_grace_retry_binding(harness(&on_redis(&url, &GRACE)).await).await;
+    on(Store::Redis, &GRACE, assert_grace_retry_binding).await;
 }
 
 #[tokio::test]
 async fn revoke_token_answers_malformed_forged_unknown_and_other_clients_tokens_alike() {
-    assert_revocations_by_token_read_alike(harness(&[]).await).await;
+    on(Store::Memory, &[], assert_revocations_by_token_read_alike).await;
 }
 
 #[tokio::test]
 async fn revoke_token_answers_malformed_forged_unknown_and_other_clients_tokens_alike_on_redis() {
-    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let url = redis.url();
-    assert_revocations_by_token_read_alike(harness(&on_redis(&url, &[])).await).await;
+    on(Store::Redis, &[], assert_revocations_by_token_read_alike).await;
 }
 
 /// The family document of `family_id` in `redis`: its key and JSON.
@@ -3461,7 +3381,7 @@ async fn a_family_stored_before_grants_were_kept_still_mints_tokens_with_an_audi
             );
         }
         Err(e) => assert_eq!(
-            (e.code(), oauth_error(&e)),
+            refusal(&e),
             (Code::InvalidArgument, "invalid_target"),
             "{e:?}"
         ),

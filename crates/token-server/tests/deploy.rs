@@ -7,14 +7,6 @@
 //! manifest or unit naming a variable the server does not read fails here, and the built
 //! `token-service` binary, which `systemd-analyze verify` needs as the unit's `ExecStart`.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code: a failed expectation should panic"
-)]
-
 use std::path::Path;
 use std::process::Command;
 
@@ -27,10 +19,8 @@ fn the_deployment_files_are_valid_and_agree_with_the_server() {
     assert!(check.is_file(), "{} is missing", check.display());
 
     // NAME<TAB>DEFAULT, the default as the README's table shows it.
-    let dir = std::env::temp_dir().join(format!("token-server-deploy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    let variables = dir.join("variables.tsv");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a directory: {e}"));
+    let variables = dir.path().join("variables.tsv");
     let text: String = token_server::config::VARIABLES
         .iter()
         .map(|v| format!("{}\t{}\n", v.name, v.default_text()))
@@ -52,7 +42,6 @@ fn the_deployment_files_are_valid_and_agree_with_the_server() {
                 check.display()
             )
         });
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         output.status.success(),
         "deploy/check.py failed ({}): the deployment files of deploy/ are invalid or disagree \

@@ -9,18 +9,17 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code: a failed expectation should panic"
+    reason = "test helpers: clippy.toml allows these in #[test] functions only"
 )]
 
 use std::time::Duration;
 
 use token_dpop::ProofBuilder;
-use token_jwt::{Algorithm, JwkSet, KeySet, Policy, PrivateKey, all_providers};
+use token_jwt::{Algorithm, JwkSet, KeySet, Policy, all_providers};
 use token_proto::token_service_client::TokenServiceClient;
 use token_proto::{
-    DPoPProof, GenerateTokensRequest, GetJwksRequest, IntrospectTokenRequest, RefreshTokensRequest,
-    RevokeTokenRequest, ValidateDPoPRequest, revoke_token_request::Target,
+    GenerateTokensRequest, IntrospectTokenRequest, RefreshTokensRequest, RevokeTokenRequest,
+    TokenResponse, ValidateDPoPRequest, revoke_token_request::Target,
 };
 use token_testkit::RedisServer;
 use token_testkit::moto::{self, Moto};
@@ -28,23 +27,49 @@ use token_testkit::port::free_port;
 
 mod common;
 use common::{
-    CALLER, ISSUER, URI, authed, binary, binary_command, caller_digest, config, connect_when_up,
-    dpop, generate, harness, now, oauth_error, proof_builder, sigterm,
+    CALLER, Calls, Harness, ISSUER, binary, binary_command, caller_digest, certificates, config,
+    connect_when_up, dpop, dpop_with_nonce, generate, harness, http_get, now, oauth_error,
+    on_redis, post, proof_builder, refresh_as, refusal, revocation, signing_key_file, sigterm,
+    temp_file, validate_get,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 async fn verifier(client: &mut TokenServiceClient<Channel>) -> KeySet {
     // GetJWKS is public: no credentials.
-    let jwks = client
-        .get_jwks(GetJwksRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .jwks_json;
+    let jwks = client.jwks().await.unwrap();
     let set = JwkSet::from_json(jwks.as_bytes()).unwrap();
     KeySet::from_jwks(&set, &all_providers()[0]).unwrap()
+}
+
+/// A proof by `key` without a nonce is refused with a challenge; the nonce it carries.
+async fn nonce_for(client: &mut TokenServiceClient<Channel>, key: &ProofBuilder) -> String {
+    let mut req = generate("probe");
+    req.dpop = Some(dpop(key, None));
+    let e = client.generate(req).await.unwrap_err();
+    assert_eq!(refusal(&e), (Code::Unauthenticated, "use_dpop_nonce"));
+    e.metadata()
+        .get("dpop-nonce")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// GenerateTokens for `subject` with a proof by `key` carrying `nonce`: DPoP-bound tokens.
+async fn generate_bound(
+    h: &mut Harness,
+    subject: &str,
+    key: &ProofBuilder,
+    nonce: &str,
+) -> TokenResponse {
+    let req = GenerateTokensRequest {
+        dpop: Some(dpop_with_nonce(key, nonce)),
+        ..generate(subject)
+    };
+    let tokens = h.generate_ok(req).await;
+    assert_eq!(tokens.token_type, "DPoP");
+    tokens
 }
 
 #[tokio::test]
@@ -56,10 +81,9 @@ async fn generate_verify_refresh_reuse_and_introspect() {
 async fn generate_verify_refresh_reuse_and_introspect_on_redis() {
     let redis = RedisServer::start().expect("redis-server");
     let url = redis.url();
-    full_flow(&[("REDIS_URL", &url), ("REFRESH_TOKEN_PEPPER", PEPPER)]).await;
+    full_flow(&on_redis(&url, &[])).await;
 }
 
-const PEPPER: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const NONCE_KEY: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 
 async fn full_flow(extra: &[(&str, &str)]) {
@@ -86,17 +110,10 @@ async fn full_flow(extra: &[(&str, &str)]) {
 
     // Rotate, down-scoped.
     let mut req = RefreshTokensRequest {
-        client_id: "web".into(),
-        refresh_token: first.refresh_token.clone(),
         scopes: vec!["read".into()],
-        ..Default::default()
+        ..refresh_as(&first.refresh_token, "web")
     };
-    let second = h
-        .client
-        .refresh_tokens(authed(req.clone()))
-        .await
-        .unwrap()
-        .into_inner();
+    let second = h.client.refresh(req.clone()).await.unwrap();
     assert_ne!(second.refresh_token, first.refresh_token);
     assert_eq!(second.family_id, first.family_id);
     assert_eq!(second.scopes, vec!["read".to_owned()]);
@@ -109,50 +126,28 @@ async fn full_flow(extra: &[(&str, &str)]) {
     // Asking for more than granted.
     req.refresh_token = second.refresh_token.clone();
     req.scopes = vec!["admin".into()];
-    let e = h
-        .client
-        .refresh_tokens(authed(req.clone()))
-        .await
-        .unwrap_err();
+    let e = h.client.refresh(req.clone()).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(oauth_error(&e), "invalid_scope");
 
     // Introspection: active.
-    let intro = h
-        .client
-        .introspect_token(authed(IntrospectTokenRequest {
-            token: second.access_token.clone(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let intro = h.client.introspect(&second.access_token).await.unwrap();
     assert!(intro.active);
     assert!(intro.claims_json.contains("\"sub\":\"alice\""));
 
     // Reuse of the first token revokes the family: the current token fails too.
     req.scopes.clear();
     req.refresh_token = first.refresh_token.clone();
-    let e = h
-        .client
-        .refresh_tokens(authed(req.clone()))
-        .await
-        .unwrap_err();
+    let e = h.client.refresh(req.clone()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     assert_eq!(oauth_error(&e), "invalid_grant");
     assert!(!e.message().contains(&first.refresh_token));
     req.refresh_token = second.refresh_token.clone();
-    let e = h.client.refresh_tokens(authed(req)).await.unwrap_err();
+    let e = h.client.refresh(req).await.unwrap_err();
     assert_eq!(oauth_error(&e), "invalid_grant");
 
     // And the family's access tokens are now inactive.
-    let intro = h
-        .client
-        .introspect_token(authed(IntrospectTokenRequest {
-            token: second.access_token,
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let intro = h.client.introspect(&second.access_token).await.unwrap();
     assert!(!intro.active);
     assert!(intro.claims_json.is_empty());
     h.server.shutdown().await.unwrap();
@@ -176,132 +171,49 @@ async fn dpop_bound_generate_refresh_and_validate() {
     assert_eq!(claims.cnf.unwrap().jkt.unwrap(), client_key.jkt());
 
     // ValidateDPoP with the access token: ath and cnf.jkt checked.
-    let proof = client_key
-        .proof(
-            "GET",
-            "https://api.example/orders?x=1",
-            Some(&tokens.access_token),
-            None,
-            now(),
-        )
-        .unwrap();
-    let validate = ValidateDPoPRequest {
-        proof: proof.clone(),
-        http_method: "GET".into(),
-        http_uri: "https://api.example/orders?x=1".into(),
-        access_token: tokens.access_token.clone(),
-        ..Default::default()
-    };
-    let ok = h
-        .client
-        .validate_d_po_p(authed(validate.clone()))
-        .await
-        .unwrap()
-        .into_inner();
+    let orders = "https://api.example/orders?x=1";
+    let validate = validate_get(&client_key, orders, &tokens.access_token, None);
+    let ok = h.client.validate(validate.clone()).await.unwrap();
     assert!(ok.valid, "{ok:?}");
     assert_eq!(ok.jkt, client_key.jkt());
     // The same proof again is a replay: an answer, not an RPC error.
-    let replay = h
-        .client
-        .validate_d_po_p(authed(validate))
-        .await
-        .unwrap()
-        .into_inner();
+    let replay = h.client.validate(validate).await.unwrap();
     assert!(!replay.valid);
     assert_eq!(replay.error, "invalid_dpop_proof");
 
     // A proof by another key for the bound token.
     let other = proof_builder();
-    let bad = ValidateDPoPRequest {
-        proof: other
-            .proof(
-                "GET",
-                "https://api.example/orders",
-                Some(&tokens.access_token),
-                None,
-                now(),
-            )
-            .unwrap(),
-        http_method: "GET".into(),
-        http_uri: "https://api.example/orders".into(),
-        access_token: tokens.access_token.clone(),
-        ..Default::default()
-    };
-    let r = h
-        .client
-        .validate_d_po_p(authed(bad))
-        .await
-        .unwrap()
-        .into_inner();
+    let bad = validate_get(
+        &other,
+        "https://api.example/orders",
+        &tokens.access_token,
+        None,
+    );
+    let r = h.client.validate(bad).await.unwrap();
     assert!(!r.valid);
     assert_eq!(r.error, "invalid_dpop_proof");
 
     // A garbage access token.
-    let r = h
-        .client
-        .validate_d_po_p(authed(ValidateDPoPRequest {
-            proof: client_key
-                .proof(
-                    "GET",
-                    "https://api.example/x",
-                    Some("not-a-token"),
-                    None,
-                    now(),
-                )
-                .unwrap(),
-            http_method: "GET".into(),
-            http_uri: "https://api.example/x".into(),
-            access_token: "not-a-token".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let garbage = validate_get(&client_key, "https://api.example/x", "not-a-token", None);
+    let r = h.client.validate(garbage).await.unwrap();
     assert_eq!(r.error, "invalid_token");
 
     // Refresh without a proof, or with another key: invalid_grant, family still usable.
-    let mut refresh = RefreshTokensRequest {
-        client_id: "web".into(),
-        refresh_token: tokens.refresh_token.clone(),
-        ..Default::default()
-    };
-    let e = h
-        .client
-        .refresh_tokens(authed(refresh.clone()))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), oauth_error(&e)),
-        (Code::Unauthenticated, "invalid_grant")
-    );
+    let mut refresh = refresh_as(&tokens.refresh_token, "web");
+    let e = h.client.refresh(refresh.clone()).await.unwrap_err();
+    assert_eq!(refusal(&e), (Code::Unauthenticated, "invalid_grant"));
     refresh.dpop = Some(dpop(&other, None));
-    let e = h
-        .client
-        .refresh_tokens(authed(refresh.clone()))
-        .await
-        .unwrap_err();
+    let e = h.client.refresh(refresh.clone()).await.unwrap_err();
     assert_eq!(oauth_error(&e), "invalid_grant");
     refresh.dpop = Some(dpop(&client_key, None));
-    let rotated = h
-        .client
-        .refresh_tokens(authed(refresh))
-        .await
-        .unwrap()
-        .into_inner();
+    let rotated = h.client.refresh(refresh).await.unwrap();
     assert_eq!(rotated.token_type, "DPoP");
 
     // A malformed proof on Generate: UNAUTHENTICATED invalid_dpop_proof.
     let mut req = generate("bob");
-    req.dpop = Some(DPoPProof {
-        proof: "a.b.c".into(),
-        http_method: "POST".into(),
-        http_uri: URI.into(),
-    });
-    let e = h.client.generate_tokens(authed(req)).await.unwrap_err();
-    assert_eq!(
-        (e.code(), oauth_error(&e)),
-        (Code::Unauthenticated, "invalid_dpop_proof")
-    );
+    req.dpop = Some(post("a.b.c".into()));
+    let e = h.client.generate(req).await.unwrap_err();
+    assert_eq!(refusal(&e), (Code::Unauthenticated, "invalid_dpop_proof"));
     h.server.shutdown().await.unwrap();
 }
 
@@ -313,28 +225,8 @@ async fn nonce_challenge_carries_a_fresh_nonce() {
     ])
     .await;
     let key = proof_builder();
-    let mut req = generate("carol");
-    req.dpop = Some(dpop(&key, None));
-    let e = h.client.generate_tokens(authed(req)).await.unwrap_err();
-    assert_eq!(
-        (e.code(), oauth_error(&e)),
-        (Code::Unauthenticated, "use_dpop_nonce")
-    );
-    let nonce = e
-        .metadata()
-        .get("dpop-nonce")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let mut req = generate("carol");
-    req.dpop = Some(DPoPProof {
-        proof: key.proof("POST", URI, None, Some(&nonce), now()).unwrap(),
-        http_method: "POST".into(),
-        http_uri: URI.into(),
-    });
-    let ok = h.generate_ok(req).await;
-    assert_eq!(ok.token_type, "DPoP");
+    let nonce = nonce_for(&mut h.client, &key).await;
+    generate_bound(&mut h, "carol", &key, &nonce).await;
     h.server.shutdown().await.unwrap();
 }
 
@@ -345,81 +237,38 @@ async fn revocation_by_token_family_and_subject() {
     let b = h.generate_ok(generate("dave")).await;
     let c = h.generate_ok(generate("dave")).await;
     let other = h.generate_ok(generate("erin")).await;
-    let revoke = |target, reason: &str| RevokeTokenRequest {
-        client_id: "web".into(),
-        target: Some(target),
-        reason: reason.into(),
-    };
 
-    let r = h
-        .client
-        .revoke_token(authed(revoke(
-            Target::RefreshToken(a.refresh_token.clone()),
-            "logout",
-        )))
-        .await
-        .unwrap();
-    assert_eq!(r.into_inner().families_revoked, 1);
-    let r = h
-        .client
-        .revoke_token(authed(revoke(
-            Target::FamilyId(b.family_id.clone()),
-            "admin",
-        )))
-        .await
-        .unwrap();
-    assert_eq!(r.into_inner().families_revoked, 1);
-    // Sign out everywhere: only c is still active.
-    let r = h
-        .client
-        .revoke_token(authed(revoke(Target::Subject("dave".into()), "everywhere")))
-        .await
-        .unwrap();
-    assert_eq!(r.into_inner().families_revoked, 1);
+    // By token, by family, then sign out everywhere: only c is still active by then.
+    for (target, reason) in [
+        (Target::RefreshToken(a.refresh_token.clone()), "logout"),
+        (Target::FamilyId(b.family_id.clone()), "admin"),
+        (Target::Subject("dave".into()), "everywhere"),
+    ] {
+        let r = h.client.revoke(revocation("web", target, reason)).await;
+        assert_eq!(r.unwrap().families_revoked, 1, "{reason}");
+    }
     for t in [&a, &b, &c] {
         let e = h
             .client
-            .refresh_tokens(authed(RefreshTokensRequest {
-                client_id: "web".into(),
-                refresh_token: t.refresh_token.clone(),
-                ..Default::default()
-            }))
+            .refresh(refresh_as(&t.refresh_token, "web"))
             .await
             .unwrap_err();
         assert_eq!(oauth_error(&e), "invalid_grant");
-        let intro = h
-            .client
-            .introspect_token(authed(IntrospectTokenRequest {
-                token: t.access_token.clone(),
-            }))
-            .await
-            .unwrap();
-        assert!(!intro.into_inner().active);
+        let intro = h.client.introspect(&t.access_token).await.unwrap();
+        assert!(!intro.active);
     }
     // Erin is untouched.
-    let intro = h
-        .client
-        .introspect_token(authed(IntrospectTokenRequest {
-            token: other.access_token,
-        }))
-        .await
-        .unwrap();
-    assert!(intro.into_inner().active);
+    let intro = h.client.introspect(&other.access_token).await.unwrap();
+    assert!(intro.active);
     // Malformed targets.
     let e = h
         .client
-        .revoke_token(authed(RevokeTokenRequest::default()))
+        .revoke(RevokeTokenRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(
-        (e.code(), oauth_error(&e)),
-        (Code::InvalidArgument, "invalid_request")
-    );
-    let e = h
-        .client
-        .revoke_token(authed(revoke(Target::FamilyId("nope".into()), "")))
-        .await
-        .unwrap_err();
+    assert_eq!(refusal(&e), (Code::InvalidArgument, "invalid_request"));
+    let nope = revocation("web", Target::FamilyId("nope".into()), "");
+    let e = h.client.revoke(nope).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     h.server.shutdown().await.unwrap();
 }
@@ -427,7 +276,7 @@ async fn revocation_by_token_family_and_subject() {
 #[tokio::test]
 async fn malformed_requests_are_invalid_argument() {
     let mut h = harness(&[]).await;
-    let cases: Vec<(GenerateTokensRequest, &str)> = vec![
+    let mut cases: Vec<(GenerateTokensRequest, &str)> = vec![
         (
             GenerateTokensRequest {
                 client_id: "c".into(),
@@ -444,48 +293,6 @@ async fn malformed_requests_are_invalid_argument() {
         ),
         (
             GenerateTokensRequest {
-                additional_claims_json: r#"{"iss":"evil"}"#.into(),
-                ..generate("s")
-            },
-            "iss override",
-        ),
-        (
-            GenerateTokensRequest {
-                additional_claims_json: r#"{"exp":1}"#.into(),
-                ..generate("s")
-            },
-            "exp override",
-        ),
-        (
-            GenerateTokensRequest {
-                additional_claims_json: r#"{"cnf":{"jkt":"x"}}"#.into(),
-                ..generate("s")
-            },
-            "cnf override",
-        ),
-        (
-            GenerateTokensRequest {
-                additional_claims_json: r#"{"sid":"x"}"#.into(),
-                ..generate("s")
-            },
-            "sid override",
-        ),
-        (
-            GenerateTokensRequest {
-                additional_claims_json: "[1]".into(),
-                ..generate("s")
-            },
-            "not an object",
-        ),
-        (
-            GenerateTokensRequest {
-                additional_claims_json: r#"{"a":1,"a":2}"#.into(),
-                ..generate("s")
-            },
-            "duplicate",
-        ),
-        (
-            GenerateTokensRequest {
                 subject: "a\u{0}b".into(),
                 ..generate("s")
             },
@@ -499,10 +306,24 @@ async fn malformed_requests_are_invalid_argument() {
             "huge subject",
         ),
     ];
+    for (claims, what) in [
+        (r#"{"iss":"evil"}"#, "iss override"),
+        (r#"{"exp":1}"#, "exp override"),
+        (r#"{"cnf":{"jkt":"x"}}"#, "cnf override"),
+        (r#"{"sid":"x"}"#, "sid override"),
+        ("[1]", "not an object"),
+        (r#"{"a":1,"a":2}"#, "duplicate"),
+    ] {
+        let req = GenerateTokensRequest {
+            additional_claims_json: claims.into(),
+            ..generate("s")
+        };
+        cases.push((req, what));
+    }
     for (req, what) in cases {
-        let e = h.client.generate_tokens(authed(req)).await.unwrap_err();
+        let e = h.client.generate(req).await.unwrap_err();
         assert_eq!(
-            (e.code(), oauth_error(&e)),
+            refusal(&e),
             (Code::InvalidArgument, "invalid_request"),
             "{what}"
         );
@@ -520,19 +341,9 @@ async fn malformed_requests_are_invalid_argument() {
         .into_claims();
     assert_eq!(claims.custom.get("tenant").unwrap(), "t1");
     assert_eq!(claims.exp.unwrap() - claims.iat.unwrap(), 900);
-    let e = h
-        .client
-        .refresh_tokens(authed(RefreshTokensRequest {
-            client_id: "web".into(),
-            refresh_token: "rt_garbage".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), oauth_error(&e)),
-        (Code::Unauthenticated, "invalid_grant")
-    );
+    let garbage = refresh_as("rt_garbage", "web");
+    let e = h.client.refresh(garbage).await.unwrap_err();
+    assert_eq!(refusal(&e), (Code::Unauthenticated, "invalid_grant"));
     h.server.shutdown().await.unwrap();
 }
 
@@ -544,10 +355,7 @@ async fn callers_without_valid_credentials_are_refused() {
         .generate_tokens(Request::new(generate("x")))
         .await
         .unwrap_err();
-    assert_eq!(
-        (e.code(), oauth_error(&e)),
-        (Code::Unauthenticated, "invalid_client")
-    );
+    assert_eq!(refusal(&e), (Code::Unauthenticated, "invalid_client"));
     let mut wrong = Request::new(generate("x"));
     wrong
         .metadata_mut()
@@ -580,30 +388,14 @@ async fn callers_without_valid_credentials_are_refused() {
         assert_eq!(e.code(), Code::Unauthenticated, "{rpc}");
     }
     // GetJWKS stays public.
-    assert!(h.client.get_jwks(GetJwksRequest {}).await.is_ok());
+    assert!(h.client.jwks().await.is_ok());
     h.server.shutdown().await.unwrap();
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str, extra: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 #[tokio::test]
 async fn admin_endpoints() {
     let mut h = harness(&[]).await;
-    let _ = h
-        .client
-        .generate_tokens(authed(generate("m")))
-        .await
-        .unwrap();
+    h.generate_ok(generate("m")).await;
     let admin = h.server.admin_addr;
     assert!(
         http_get(admin, "/healthz", "")
@@ -617,13 +409,7 @@ async fn admin_endpoints() {
     );
     let jwks = http_get(admin, "/.well-known/jwks.json", "").await;
     assert!(jwks.starts_with("HTTP/1.1 200"));
-    let grpc_jwks = h
-        .client
-        .get_jwks(GetJwksRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .jwks_json;
+    let grpc_jwks = h.client.jwks().await.unwrap();
     assert!(
         jwks.ends_with(&grpc_jwks),
         "the HTTP body is the GetJWKS document"
@@ -668,12 +454,7 @@ async fn the_binary_starts_with_no_configuration_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let mut client = connect_when_up(port, "the server came up").await;
-    let jwks = client
-        .get_jwks(GetJwksRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .jwks_json;
+    let jwks = client.jwks().await.unwrap();
     assert!(jwks.contains("\"kty\":\"EC\""));
     let e = client.generate_tokens(generate("x")).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
@@ -686,18 +467,19 @@ async fn the_binary_starts_with_no_configuration_and_stops_on_sigterm() {
     assert!(out.status.success(), "exit status {:?}", out.status);
     let log =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        log.contains("EPHEMERAL"),
-        "loud warning about the ephemeral key"
-    );
-    assert!(
-        log.contains("REDIS_URL is unset"),
-        "loud warning about the in-memory store"
-    );
-    assert!(
-        log.contains("generated a caller"),
-        "the generated caller token is announced"
-    );
+    for (says, what) in [
+        ("EPHEMERAL", "loud warning about the ephemeral key"),
+        (
+            "REDIS_URL is unset",
+            "loud warning about the in-memory store",
+        ),
+        (
+            "generated a caller",
+            "the generated caller token is announced",
+        ),
+    ] {
+        assert!(log.contains(says), "{what}");
+    }
 }
 
 #[tokio::test]
@@ -723,7 +505,6 @@ async fn bad_configuration_stops_start_up_naming_the_variable() {
 #[tokio::test]
 async fn an_unusable_signing_key_file_stops_start_up_saying_how_to_make_one() {
     let err = start_up_error_with_key_file(
-        "badkey",
         "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
     )
     .await;
@@ -736,11 +517,9 @@ async fn an_unusable_signing_key_file_stops_start_up_saying_how_to_make_one() {
 #[tokio::test]
 async fn a_wrapped_signing_key_is_unwrapped_only_with_the_kms_key_the_operator_names() {
     // The file names a KMS key; without WRAPPING_KMS_KEY_ID it is not trusted to choose.
-    let err = start_up_error_with_key_file(
-        "wrapped-unnamed",
-        r#"{"kms_key_id":"alias/attacker","ciphertext":"AAAA"}"#,
-    )
-    .await;
+    let err =
+        start_up_error_with_key_file(r#"{"kms_key_id":"alias/attacker","ciphertext":"AAAA"}"#)
+            .await;
     assert!(
         err.contains("WRAPPING_KMS_KEY_ID")
             && err.contains("required with a wrapped SIGNING_KEY_FILE"),
@@ -750,164 +529,78 @@ async fn a_wrapped_signing_key_is_unwrapped_only_with_the_kms_key_the_operator_n
 
 /// Starts the binary with a `SIGNING_KEY_FILE` holding `contents`; asserts start-up is refused
 /// with exit code 2 and returns what it printed on stderr.
-async fn start_up_error_with_key_file(tag: &str, contents: &str) -> String {
-    let file = std::env::temp_dir().join(format!("token-server-{tag}-{}", std::process::id()));
-    std::fs::write(&file, contents).unwrap();
+async fn start_up_error_with_key_file(contents: &str) -> String {
+    let file = temp_file(contents.as_bytes());
     let out = binary()
-        .env("SIGNING_KEY_FILE", &file)
+        .env("SIGNING_KEY_FILE", file.path())
         .env("PORT", "0")
         .env("ADMIN_PORT", "0")
         .output()
         .await
         .unwrap();
-    std::fs::remove_file(&file).unwrap();
     assert_eq!(out.status.code(), Some(2));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 // ---- two instances sharing one Redis --------------------------------------------------------
 
-async fn nonce_for(client: &mut TokenServiceClient<Channel>, key: &ProofBuilder) -> String {
-    let mut req = generate("probe");
-    req.dpop = Some(dpop(key, None));
-    let e = client.generate_tokens(authed(req)).await.unwrap_err();
-    assert_eq!(oauth_error(&e), "use_dpop_nonce");
-    e.metadata()
-        .get("dpop-nonce")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn two_instances_share_revocations_nonces_and_replay_state() {
     let redis = RedisServer::start().expect("redis-server");
     let url = redis.url();
     // Instances of one deployment share the signing key (a file here; KMS in production).
-    let key_file =
-        std::env::temp_dir().join(format!("token-server-e2e-{}.pem", std::process::id()));
-    let pem = PrivateKey::generate(Algorithm::ES256)
-        .unwrap()
-        .to_pkcs8_pem()
-        .unwrap();
-    std::fs::write(&key_file, pem.as_bytes()).unwrap();
-    let key_path = key_file.to_string_lossy().into_owned();
-    let shared = [
-        ("SIGNING_KEY_FILE", key_path.as_str()),
-        ("REDIS_URL", url.as_str()),
-        ("REFRESH_TOKEN_PEPPER", PEPPER),
-        ("DPOP_NONCE_REQUIRED", "true"),
-        ("DPOP_NONCE_KEY", NONCE_KEY),
-    ];
+    let key_file = signing_key_file();
+    let key_path = key_file.path().to_string_lossy().into_owned();
+    let shared = on_redis(
+        &url,
+        &[
+            ("SIGNING_KEY_FILE", key_path.as_str()),
+            ("DPOP_NONCE_REQUIRED", "true"),
+            ("DPOP_NONCE_KEY", NONCE_KEY),
+        ],
+    );
     let mut a = harness(&shared).await;
     let mut b = harness(&shared).await;
 
     // A nonce issued by A is accepted by B.
     let key = proof_builder();
     let nonce = nonce_for(&mut a.client, &key).await;
-    let mut req = generate("frank");
-    req.dpop = Some(DPoPProof {
-        proof: key.proof("POST", URI, None, Some(&nonce), now()).unwrap(),
-        http_method: "POST".into(),
-        http_uri: URI.into(),
-    });
-    let tokens = b.generate_ok(req).await;
-    assert_eq!(tokens.token_type, "DPoP");
+    let tokens = generate_bound(&mut b, "frank", &key, &nonce).await;
 
     // A proof's jti used at A is a replay at B.
-    let proof = key
-        .proof(
-            "GET",
-            "https://api.example/r",
-            Some(&tokens.access_token),
-            Some(&nonce),
-            now(),
-        )
-        .unwrap();
-    let validate = ValidateDPoPRequest {
-        proof,
-        http_method: "GET".into(),
-        http_uri: "https://api.example/r".into(),
-        access_token: tokens.access_token.clone(),
-        ..Default::default()
-    };
-    let first = a
-        .client
-        .validate_d_po_p(authed(validate.clone()))
-        .await
-        .unwrap()
-        .into_inner();
+    let api = "https://api.example/r";
+    let validate = validate_get(&key, api, &tokens.access_token, Some(&nonce));
+    let first = a.client.validate(validate.clone()).await.unwrap();
     assert!(first.valid, "{first:?}");
-    let again = b
-        .client
-        .validate_d_po_p(authed(validate))
-        .await
-        .unwrap()
-        .into_inner();
+    let again = b.client.validate(validate).await.unwrap();
     assert!(!again.valid);
     assert_eq!(again.error, "invalid_dpop_proof");
 
     // A family revoked through A is refused by B at once.
-    let revoked = a
-        .client
-        .revoke_token(authed(RevokeTokenRequest {
-            client_id: "web".into(),
-            target: Some(Target::FamilyId(tokens.family_id.clone())),
-            reason: "test".into(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(revoked.families_revoked, 1);
-    let intro = b
-        .client
-        .introspect_token(authed(IntrospectTokenRequest {
-            token: tokens.access_token.clone(),
-        }))
-        .await
-        .unwrap();
-    assert!(!intro.into_inner().active);
-    let mut refresh = RefreshTokensRequest {
-        client_id: "web".into(),
-        refresh_token: tokens.refresh_token.clone(),
-        ..Default::default()
-    };
-    refresh.dpop = Some(DPoPProof {
-        proof: key.proof("POST", URI, None, Some(&nonce), now()).unwrap(),
-        http_method: "POST".into(),
-        http_uri: URI.into(),
-    });
-    let e = b.client.refresh_tokens(authed(refresh)).await.unwrap_err();
+    let family = Target::FamilyId(tokens.family_id.clone());
+    let revoked = a.client.revoke(revocation("web", family, "test")).await;
+    assert_eq!(revoked.unwrap().families_revoked, 1);
+    let intro = b.client.introspect(&tokens.access_token).await.unwrap();
+    assert!(!intro.active);
+    let mut refresh = refresh_as(&tokens.refresh_token, "web");
+    refresh.dpop = Some(dpop_with_nonce(&key, &nonce));
+    let e = b.client.refresh(refresh).await.unwrap_err();
     assert_eq!(oauth_error(&e), "invalid_grant");
     a.server.shutdown().await.unwrap();
     b.server.shutdown().await.unwrap();
-    let _ = std::fs::remove_file(key_file);
 }
 
 #[tokio::test]
 async fn redis_outage_fails_closed_with_unavailable_and_recovers() {
     let mut redis = RedisServer::start().expect("redis-server");
     let url = redis.url();
-    let mut h = harness(&[
-        ("REDIS_URL", &url),
-        ("REFRESH_TOKEN_PEPPER", PEPPER),
-        ("REDIS_COMMAND_TIMEOUT_MS", "500"),
-    ])
-    .await;
+    let mut h = harness(&on_redis(&url, &[("REDIS_COMMAND_TIMEOUT_MS", "500")])).await;
     let ok = h.generate_ok(generate("gina")).await;
 
     redis.stop();
     let started = std::time::Instant::now();
-    let e = h
-        .client
-        .generate_tokens(authed(generate("gina")))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), oauth_error(&e)),
-        (Code::Unavailable, "temporarily_unavailable")
-    );
+    let e = h.client.generate(generate("gina")).await.unwrap_err();
+    assert_eq!(refusal(&e), (Code::Unavailable, "temporarily_unavailable"));
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "failed fast: {:?}",
@@ -915,11 +608,7 @@ async fn redis_outage_fails_closed_with_unavailable_and_recovers() {
     );
     let e = h
         .client
-        .refresh_tokens(authed(RefreshTokensRequest {
-            client_id: "web".into(),
-            refresh_token: ok.refresh_token.clone(),
-            ..Default::default()
-        }))
+        .refresh(refresh_as(&ok.refresh_token, "web"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
@@ -929,11 +618,7 @@ async fn redis_outage_fails_closed_with_unavailable_and_recovers() {
         .expect("redis-server restarts on the same port");
     let mut recovered = false;
     for _ in 0..50 {
-        if h.client
-            .generate_tokens(authed(generate("gina")))
-            .await
-            .is_ok()
-        {
+        if h.client.generate(generate("gina")).await.is_ok() {
             recovered = true;
             break;
         }
@@ -945,94 +630,11 @@ async fn redis_outage_fails_closed_with_unavailable_and_recovers() {
 
 // ---- mutual TLS and request limits --------------------------------------------------------------
 
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("the openssl command (Debian package openssl) generates the test certificates");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA, a server certificate for `localhost` and a client certificate, in `dir`.
-fn certificates(dir: &std::path::Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec![
-        "req",
-        "-x509",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=e2e-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ];
-    ca.extend(ec);
-    openssl(dir, &ca);
-    for (name, ext) in [
-        ("server", "subjectAltName=DNS:localhost"),
-        ("client", "extendedKeyUsage=clientAuth"),
-    ] {
-        let subj = format!("/CN=e2e-{name}");
-        let (key, csr, pem) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-        );
-        let mut req = vec![
-            "req",
-            "-new",
-            "-subj",
-            subj.as_str(),
-            "-keyout",
-            key.as_str(),
-            "-out",
-            csr.as_str(),
-        ];
-        req.extend(ec);
-        openssl(dir, &req);
-        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-        let ext_file = format!("{name}.ext");
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &ext_file,
-                "-out",
-                &pem,
-            ],
-        );
-    }
-}
-
 #[tokio::test]
 async fn mutual_tls_authenticates_callers_by_certificate() {
-    let dir = std::env::temp_dir().join(format!("token-server-mtls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    certificates(&dir);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    certificates(dir, &[("client", "extendedKeyUsage=clientAuth")]);
     let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
     let (cert, key, ca) = (path("server.pem"), path("server.key"), path("ca.pem"));
     let server = token_server::start(config(&[
@@ -1076,14 +678,10 @@ async fn mutual_tls_authenticates_callers_by_certificate() {
         .await
     {
         Err(_) => true,
-        Ok(channel) => TokenServiceClient::new(channel)
-            .get_jwks(GetJwksRequest {})
-            .await
-            .is_err(),
+        Ok(channel) => TokenServiceClient::new(channel).jwks().await.is_err(),
     };
     assert!(refused);
     server.shutdown().await.unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -1091,7 +689,7 @@ async fn oversized_requests_are_refused() {
     let mut h = harness(&[("MAX_REQUEST_BYTES", "4096")]).await;
     let mut req = generate("big");
     req.additional_claims_json = format!(r#"{{"pad":"{}"}}"#, "x".repeat(8000));
-    let e = h.client.generate_tokens(authed(req)).await.unwrap_err();
+    let e = h.client.generate(req).await.unwrap_err();
     // gRPC's status-code table: a message over the receiver's limit is RESOURCE_EXHAUSTED.
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     h.server.shutdown().await.unwrap();
@@ -1100,11 +698,7 @@ async fn oversized_requests_are_refused() {
 #[tokio::test]
 async fn health_service_answers_without_credentials() {
     let h = harness(&[]).await;
-    let channel = Channel::from_shared(format!("http://{}", h.server.grpc_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = h.channel().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {
@@ -1153,11 +747,7 @@ macro_rules! services_by_reflection {
 #[tokio::test]
 async fn both_reflection_versions_list_the_service_without_credentials() {
     let h = harness(&[]).await;
-    let channel = Channel::from_shared(format!("http://{}", h.server.grpc_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = h.channel().await;
     let v1 = services_by_reflection!(v1, channel.clone());
     let v1alpha = services_by_reflection!(v1alpha, channel);
     for (version, services) in [("v1", &v1), ("v1alpha", &v1alpha)] {
@@ -1175,34 +765,26 @@ async fn per_caller_concurrency_is_limited() {
     // while holding the caller's only permit; a second request is refused at once.
     let redis = RedisServer::start().expect("redis-server");
     let url = redis.url();
-    let h = harness(&[
-        ("REDIS_URL", &url),
-        ("REFRESH_TOKEN_PEPPER", PEPPER),
-        ("REDIS_COMMAND_TIMEOUT_MS", "3000"),
-        ("MAX_CONCURRENT_PER_CALLER", "1"),
-    ])
+    let h = harness(&on_redis(
+        &url,
+        &[
+            ("REDIS_COMMAND_TIMEOUT_MS", "3000"),
+            ("MAX_CONCURRENT_PER_CALLER", "1"),
+        ],
+    ))
     .await;
     redis.command(&["CLIENT", "PAUSE", "1500", "ALL"]).unwrap();
     let mut slow_client = h.client.clone();
-    let slow =
-        tokio::spawn(async move { slow_client.generate_tokens(authed(generate("slow"))).await });
+    let slow = tokio::spawn(async move { slow_client.generate(generate("slow")).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut fast_client = h.client.clone();
     let started = std::time::Instant::now();
-    let e = fast_client
-        .generate_tokens(authed(generate("fast")))
-        .await
-        .unwrap_err();
+    let e = fast_client.generate(generate("fast")).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert!(started.elapsed() < Duration::from_millis(500));
     // The first one completes once Redis answers again, and the permit is released.
     assert!(slow.await.unwrap().is_ok());
-    assert!(
-        fast_client
-            .generate_tokens(authed(generate("fast")))
-            .await
-            .is_ok()
-    );
+    assert!(fast_client.generate(generate("fast")).await.is_ok());
     h.server.shutdown().await.unwrap();
 }
 
@@ -1210,17 +792,11 @@ async fn per_caller_concurrency_is_limited() {
 async fn shutdown_drains_in_flight_requests() {
     let redis = RedisServer::start().expect("redis-server");
     let url = redis.url();
-    let h = harness(&[
-        ("REDIS_URL", &url),
-        ("REFRESH_TOKEN_PEPPER", PEPPER),
-        ("REDIS_COMMAND_TIMEOUT_MS", "3000"),
-    ])
-    .await;
+    let h = harness(&on_redis(&url, &[("REDIS_COMMAND_TIMEOUT_MS", "3000")])).await;
     let addr = h.server.grpc_addr;
     redis.command(&["CLIENT", "PAUSE", "1000", "ALL"]).unwrap();
     let mut client = h.client.clone();
-    let in_flight =
-        tokio::spawn(async move { client.generate_tokens(authed(generate("drain"))).await });
+    let in_flight = tokio::spawn(async move { client.generate(generate("drain")).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     h.server.shutdown().await.unwrap();
     // The request that was in flight finished normally ...
@@ -1239,31 +815,29 @@ async fn the_binary_signs_with_a_kms_key_and_fails_closed_when_kms_is_down() {
     let key_id = moto::create_p256_signing_key(&moto.url()).await.unwrap();
     let (child, mut client) =
         serve_with_kms(&moto.url(), &[("KMS_KEY_ID", &key_id)], "a KMS key").await;
-    let keys = verifier(&mut client).await;
-    let tokens = client
-        .generate_tokens(authed(generate("kms")))
-        .await
-        .unwrap()
-        .into_inner();
-    let verified = Policy::default()
-        .verify(&tokens.access_token, &keys, now())
-        .unwrap();
-    assert_eq!(verified.algorithm(), Algorithm::ES256);
+    assert_eq!(issued_algorithm(&mut client).await, Algorithm::ES256);
 
     // KMS gone: UNAVAILABLE, and no token handed out.
     moto.kill();
     let started = std::time::Instant::now();
-    let e = client
-        .generate_tokens(authed(generate("kms")))
-        .await
-        .unwrap_err();
+    let e = client.generate(generate("kms")).await.unwrap_err();
     assert_eq!(
-        (e.code(), oauth_error(&e)),
+        refusal(&e),
         (Code::Unavailable, "temporarily_unavailable"),
         "{e:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(30));
     drop(child);
+}
+
+/// The algorithm of an access token the server at `client` issues, verified against its JWKS.
+async fn issued_algorithm(client: &mut TokenServiceClient<Channel>) -> Algorithm {
+    let keys = verifier(client).await;
+    let tokens = client.generate(generate("kms")).await.unwrap();
+    let verified = Policy::default()
+        .verify(&tokens.access_token, &keys, now())
+        .unwrap();
+    verified.algorithm()
 }
 
 fn kms_env(cmd: &mut tokio::process::Command, moto_url: &str) {
@@ -1315,11 +889,8 @@ async fn keys_wrap_then_serve_with_the_wrapped_key() {
         blob.contains("\"ciphertext\"") && blob.contains("\"alg\":\"EdDSA\""),
         "{blob}"
     );
-    let blob_file =
-        std::env::temp_dir().join(format!("token-server-wrapped-{}.json", std::process::id()));
-    std::fs::write(&blob_file, &blob).unwrap();
-
-    let blob_path = blob_file.to_string_lossy().into_owned();
+    let blob_file = temp_file(blob.as_bytes());
+    let blob_path = blob_file.path().to_string_lossy().into_owned();
     let (_child, mut client) = serve_with_kms(
         &moto.url(),
         &[
@@ -1329,15 +900,5 @@ async fn keys_wrap_then_serve_with_the_wrapped_key() {
         "the wrapped key",
     )
     .await;
-    let keys = verifier(&mut client).await;
-    let tokens = client
-        .generate_tokens(authed(generate("wrapped")))
-        .await
-        .unwrap()
-        .into_inner();
-    let verified = Policy::default()
-        .verify(&tokens.access_token, &keys, now())
-        .unwrap();
-    assert_eq!(verified.algorithm(), Algorithm::EdDSA);
-    let _ = std::fs::remove_file(blob_file);
+    assert_eq!(issued_algorithm(&mut client).await, Algorithm::EdDSA);
 }

@@ -38,10 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use token_proto::token_service_client::TokenServiceClient;
-use token_proto::{
-    IntrospectTokenRequest, RefreshTokensRequest, RevokeTokenRequest, TokenResponse,
-    revoke_token_request::Target,
-};
+use token_proto::{TokenResponse, revoke_token_request::Target};
 use token_server::config::Config;
 use token_testkit::port::free_port;
 use token_testkit::{RedisCluster, RedisServer};
@@ -50,11 +47,10 @@ use tonic::{Code, Status};
 
 mod common;
 use common::{
-    CALLER, authed, binary_command, caller_digest, config, connect_when_up, generate, oauth_error,
-    signing_key_file, sigterm,
+    CALLER, Calls, PEPPER, binary_command, caller_digest, config, connect_when_up, generate,
+    oauth_error, on_redis, refresh_as, revocation, signing_key_file, sigterm,
 };
 
-const PEPPER: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 /// Concurrent client tasks of the load.
 const TASKS: usize = 32;
 /// `REDIS_COMMAND_TIMEOUT_MS` of the outage tests.
@@ -65,9 +61,8 @@ const MARGIN: Duration = Duration::from_secs(1);
 const HANG: Duration = Duration::from_secs(10);
 
 /// [`common::config`] on the Redis at `url`, with `extra` on top.
-fn on_redis(url: &str, extra: &[(&str, &str)]) -> Config {
-    let base = [("REDIS_URL", url), ("REFRESH_TOKEN_PEPPER", PEPPER)];
-    config(&[&base[..], extra].concat())
+fn config_on_redis(url: &str, extra: &[(&str, &str)]) -> Config {
+    config(&on_redis(url, extra))
 }
 
 async fn client_for(server: &token_server::RunningServer) -> TokenServiceClient<Channel> {
@@ -76,18 +71,12 @@ async fn client_for(server: &token_server::RunningServer) -> TokenServiceClient<
         .unwrap()
 }
 
+/// RefreshTokens presenting `token` as client `web`.
 async fn refresh(
     client: &mut TokenServiceClient<Channel>,
     token: &str,
 ) -> Result<TokenResponse, Status> {
-    client
-        .refresh_tokens(authed(RefreshTokensRequest {
-            client_id: "web".into(),
-            refresh_token: token.to_owned(),
-            ..Default::default()
-        }))
-        .await
-        .map(tonic::Response::into_inner)
+    client.refresh(refresh_as(token, "web")).await
 }
 
 fn is_invalid_grant(e: &Status) -> bool {
@@ -298,11 +287,9 @@ impl Task {
                     Rpc::Generate,
                     tokio::time::timeout(
                         HANG,
-                        self.client
-                            .generate_tokens(authed(generate(&format!("user-{}", self.id)))),
+                        self.client.generate(generate(&format!("user-{}", self.id))),
                     )
-                    .await
-                    .map(|r| r.map(tonic::Response::into_inner)),
+                    .await,
                 ),
             };
             let finished = Instant::now();
@@ -527,7 +514,7 @@ async fn redis_killed_under_load_fails_fast_and_recovers() {
     //   load's client then starts a new family; the revoked one must stay revoked.
     // Half the load goes to an instance with grace, half to one without, on the same Redis.
     let timeout = TIMEOUT_MS.to_string();
-    let with_grace = token_server::start(on_redis(
+    let with_grace = token_server::start(config_on_redis(
         &url,
         &[
             ("REDIS_COMMAND_TIMEOUT_MS", &timeout),
@@ -537,10 +524,12 @@ async fn redis_killed_under_load_fails_fast_and_recovers() {
     ))
     .await
     .unwrap();
-    let without_grace =
-        token_server::start(on_redis(&url, &[("REDIS_COMMAND_TIMEOUT_MS", &timeout)]))
-            .await
-            .unwrap();
+    let without_grace = token_server::start(config_on_redis(
+        &url,
+        &[("REDIS_COMMAND_TIMEOUT_MS", &timeout)],
+    ))
+    .await
+    .unwrap();
     let client_with = client_for(&with_grace).await;
     let client_without = client_for(&without_grace).await;
     let controls = Controls::new(TASKS);
@@ -647,7 +636,7 @@ async fn cluster_master_stopped_other_slots_keep_working() {
 async fn cluster_master_stopped(other_slots_must_not_fail: bool) {
     let mut cluster = tokio::task::block_in_place(RedisCluster::start_with_replicas)
         .expect("redis-server and redis-cli");
-    let server = token_server::start(on_redis(
+    let server = token_server::start(config_on_redis(
         &cluster.url(),
         &[
             ("REDIS_COMMAND_TIMEOUT_MS", &TIMEOUT_MS.to_string()),
@@ -672,11 +661,7 @@ async fn cluster_master_stopped(other_slots_must_not_fail: bool) {
     while by_master.len() < 3 || by_master.values().any(|v| v.len() < PER_MASTER) {
         generated += 1;
         assert!(generated < 500, "families do not spread over the masters");
-        let t = client
-            .generate_tokens(authed(generate("cluster-user")))
-            .await
-            .unwrap()
-            .into_inner();
+        let t = client.generate(generate("cluster-user")).await.unwrap();
         let slot = cluster.keyslot(&format!("{{{}}}", t.family_id)).unwrap();
         let master = shards.iter().find(|s| s.serves(slot)).unwrap().primary;
         let list = by_master.entry(master).or_default();
@@ -800,11 +785,8 @@ async fn sigterm_under_load_finishes_in_flight_and_exits_zero() {
     let redis = RedisServer::start().expect("redis-server");
     let url = redis.url();
     let (port, admin) = (free_port().unwrap(), free_port().unwrap());
-    let log_file = std::env::temp_dir().join(format!(
-        "token-server-faults-sigterm-{}.log",
-        std::process::id()
-    ));
-    let out = std::fs::File::create(&log_file).unwrap();
+    let log_file = tempfile::NamedTempFile::new().unwrap();
+    let out = log_file.reopen().unwrap();
     let mut child = binary_command(port, admin)
         .env("REDIS_URL", &url)
         .env("REFRESH_TOKEN_PEPPER", PEPPER)
@@ -841,8 +823,7 @@ async fn sigterm_under_load_finishes_in_flight_and_exits_zero() {
         .expect("the process exits within the drain timeout")
         .unwrap();
     let exited_at = Instant::now();
-    let server_log = std::fs::read_to_string(&log_file).unwrap_or_default();
-    let _ = std::fs::remove_file(&log_file);
+    let server_log = std::fs::read_to_string(log_file.path()).unwrap_or_default();
     assert!(exit.success(), "exit status {exit:?}; log:\n{server_log}");
     assert!(
         exited_at - sigterm_at < Duration::from_secs(10),
@@ -903,7 +884,9 @@ async fn sigterm_under_load_finishes_in_flight_and_exits_zero() {
     // Every refresh token handed out is persisted: a second instance on the same Redis
     // rotates the newest of each family (grace off: a lost rotation would show as reuse).
     assert_all_distinct(&log.chains);
-    let second = token_server::start(on_redis(&url, &[])).await.unwrap();
+    let second = token_server::start(config_on_redis(&url, &[]))
+        .await
+        .unwrap();
     // A request refused after SIGTERM must not have rotated either.
     verify_chains(&client_for(&second).await, &log.chains, false, false).await;
     eprintln!(
@@ -924,18 +907,18 @@ async fn pubsub_cut_under_load_revocations_still_enforced() {
     let redis = RedisServer::start().expect("redis-server");
     let url = redis.url();
     // Instances of one deployment share the signing key (B verifies A's access tokens).
-    let key_file = signing_key_file("faults");
-    let key_path = key_file.to_string_lossy().into_owned();
+    let key_file = signing_key_file();
+    let key_path = key_file.path().to_string_lossy().into_owned();
     let shared = [("SIGNING_KEY_FILE", key_path.as_str())];
-    let a = token_server::start(on_redis(&url, &shared)).await.unwrap();
-    let b = token_server::start(on_redis(&url, &shared)).await.unwrap();
+    let a = token_server::start(config_on_redis(&url, &shared))
+        .await
+        .unwrap();
+    let b = token_server::start(config_on_redis(&url, &shared))
+        .await
+        .unwrap();
     let mut client_a = client_for(&a).await;
     let mut client_b = client_for(&b).await;
-    let victim = client_a
-        .generate_tokens(authed(generate("victim")))
-        .await
-        .unwrap()
-        .into_inner();
+    let victim = client_a.generate(generate("victim")).await.unwrap();
 
     // Load on B.
     let controls = Controls::new(TASKS);
@@ -947,28 +930,17 @@ async fn pubsub_cut_under_load_revocations_still_enforced() {
     let cut = redis.kill_pubsub_clients().unwrap();
     assert!(cut >= 2, "both instances' subscribers were cut ({cut})");
     let cut_at = Instant::now();
+    let family = Target::FamilyId(victim.family_id.clone());
     let revoked = client_a
-        .revoke_token(authed(RevokeTokenRequest {
-            client_id: "web".into(),
-            target: Some(Target::FamilyId(victim.family_id.clone())),
-            reason: "pubsub-cut".into(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(revoked.families_revoked, 1);
+        .revoke(revocation("web", family, "pubsub-cut"))
+        .await;
+    assert_eq!(revoked.unwrap().families_revoked, 1);
     // B refuses the family at once (it reads the revocation list in Redis on every check) ...
     let check = |client: &mut TokenServiceClient<Channel>| {
         let mut client = client.clone();
         let victim = victim.clone();
         async move {
-            let intro = client
-                .introspect_token(authed(IntrospectTokenRequest {
-                    token: victim.access_token.clone(),
-                }))
-                .await
-                .unwrap()
-                .into_inner();
+            let intro = client.introspect(&victim.access_token).await.unwrap();
             assert!(
                 !intro.active,
                 "B still accepts the revoked family's access token"
@@ -1012,5 +984,4 @@ async fn pubsub_cut_under_load_revocations_still_enforced() {
     let _ = &mut client_a;
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
-    let _ = std::fs::remove_file(key_file);
 }

@@ -14,9 +14,8 @@
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::indexing_slicing,
     clippy::panic,
-    reason = "test code: a failed expectation should panic"
+    reason = "test helpers: clippy.toml allows these in #[test] functions only"
 )]
 
 mod common;

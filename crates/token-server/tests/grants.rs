@@ -9,24 +9,22 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code: a failed expectation should panic"
+    reason = "test helpers: clippy.toml allows these in #[test] functions only"
 )]
 
 mod common;
 
 use serde_json::Value;
 use token_proto::revoke_token_request::Target;
-use token_proto::{
-    GenerateTokensRequest, IntrospectTokenRequest, RefreshTokensRequest, RevokeTokenRequest,
-    TokenResponse,
-};
+use token_proto::{GenerateTokensRequest, RefreshTokensRequest, TokenResponse};
 use token_testkit::{RedisCluster, RedisServer};
 use tonic::{Code, Status};
 
-use common::{Harness, authed, dpop, generate, harness, oauth_error, proof_builder};
+use common::{
+    Calls, Harness, answer, audiences, dpop, generate, harness, invalid_grant, oauth_error,
+    on_redis, proof_builder, refresh_as, refusal, revocation,
+};
 
-const PEPPER: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const PAYMENTS: &str = "https://payments.example";
 const LEDGER: &str = "https://ledger.example";
 
@@ -40,24 +38,9 @@ fn grant(subject: &str) -> GenerateTokensRequest {
     }
 }
 
-fn refresh(token: &str, client_id: &str) -> RefreshTokensRequest {
-    RefreshTokensRequest {
-        refresh_token: token.into(),
-        client_id: client_id.into(),
-        ..Default::default()
-    }
-}
-
 /// The verified claims of an access token, as `IntrospectToken` reports them.
 async fn claims(h: &mut Harness, token: &str) -> Value {
-    let r = h
-        .client
-        .introspect_token(authed(IntrospectTokenRequest {
-            token: token.into(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = h.client.introspect(token).await.unwrap();
     assert!(r.active, "the access token is active");
     serde_json::from_str(&r.claims_json).unwrap()
 }
@@ -70,12 +53,7 @@ async fn assert_minted_from_the_grant(
     scope: &str,
 ) -> Value {
     let c = claims(h, &tokens.access_token).await;
-    let aud: Vec<&str> = match &c["aud"] {
-        Value::String(one) => vec![one.as_str()],
-        Value::Array(many) => many.iter().map(|a| a.as_str().unwrap()).collect(),
-        other => panic!("aud is {other}"),
-    };
-    assert_eq!(aud, audience, "{c}");
+    assert_eq!(audiences(&c), audience, "{c}");
     assert_eq!(c["tenant"], "t-42", "{c}");
     assert_eq!(c["limits"]["daily"], 12_345_678_901_234_567_u64, "{c}");
     assert_eq!(c["scope"], scope, "{c}");
@@ -91,71 +69,48 @@ async fn assert_minted_from_the_grant(
 }
 
 async fn refreshed(h: &mut Harness, req: RefreshTokensRequest) -> TokenResponse {
-    h.client
-        .refresh_tokens(authed(req))
-        .await
-        .unwrap()
-        .into_inner()
+    h.client.refresh(req).await.unwrap()
 }
 
 /// The status of a refused refresh.
 async fn refused(h: &mut Harness, req: RefreshTokensRequest) -> Status {
-    h.client
-        .refresh_tokens(authed(req))
-        .await
-        .expect_err("the refresh must be refused")
+    let r = h.client.refresh(req).await;
+    r.expect_err("the refresh must be refused")
 }
 
-/// `(code, oauth-error, message)` of a status.
-fn answer(s: &Status) -> (Code, String, String) {
-    (s.code(), oauth_error(s).to_owned(), s.message().to_owned())
-}
-
-fn invalid_grant() -> (Code, String, String) {
-    (
-        Code::Unauthenticated,
-        "invalid_grant".to_owned(),
-        token_server::status::INVALID_GRANT.to_owned(),
-    )
-}
-
-/// Issues [`grant`] and refreshes it twice; every access token carries the whole grant.
-async fn round_trip(h: &mut Harness) {
+/// On a server with `vars`: issues [`grant`] and refreshes it twice; every access token
+/// carries the whole grant.
+async fn round_trip(vars: &[(&str, &str)]) {
+    let mut h = harness(vars).await;
     let first = h.generate_ok(grant("grant-round-trip")).await;
-    let sub = assert_minted_from_the_grant(h, &first, &[PAYMENTS, LEDGER], "read write").await;
+    let sub = assert_minted_from_the_grant(&mut h, &first, &[PAYMENTS, LEDGER], "read write").await;
     let mut current = first.clone();
     for _ in 0..2 {
-        let next = refreshed(h, refresh(&current.refresh_token, "web")).await;
-        let c = assert_minted_from_the_grant(h, &next, &[PAYMENTS, LEDGER], "read write").await;
+        let next = refreshed(&mut h, refresh_as(&current.refresh_token, "web")).await;
+        let c =
+            assert_minted_from_the_grant(&mut h, &next, &[PAYMENTS, LEDGER], "read write").await;
         assert_eq!(c["sub"], sub["sub"]);
         assert_eq!(next.family_id, first.family_id);
         current = next;
     }
+    h.server.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_refresh_reproduces_the_grant_in_memory() {
-    let mut h = harness(&[]).await;
-    round_trip(&mut h).await;
-    h.server.shutdown().await.unwrap();
+    round_trip(&[]).await;
 }
 
 #[tokio::test]
 async fn a_refresh_reproduces_the_grant_on_redis() {
     let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let url = redis.url();
-    let mut h = harness(&[("REDIS_URL", &url), ("REFRESH_TOKEN_PEPPER", PEPPER)]).await;
-    round_trip(&mut h).await;
-    h.server.shutdown().await.unwrap();
+    round_trip(&on_redis(&redis.url(), &[])).await;
 }
 
 #[tokio::test]
 async fn a_refresh_reproduces_the_grant_on_a_redis_cluster() {
     let cluster = RedisCluster::start().unwrap_or_else(|e| panic!("{e}"));
-    let url = cluster.url();
-    let mut h = harness(&[("REDIS_URL", &url), ("REFRESH_TOKEN_PEPPER", PEPPER)]).await;
-    round_trip(&mut h).await;
-    h.server.shutdown().await.unwrap();
+    round_trip(&on_redis(&cluster.url(), &[])).await;
 }
 
 #[tokio::test]
@@ -169,14 +124,14 @@ async fn a_refresh_narrows_the_grant_for_one_token_and_never_widens_it() {
         RefreshTokensRequest {
             scopes: vec!["read".into()],
             audience: vec![LEDGER.into()],
-            ..refresh(&first.refresh_token, "web")
+            ..refresh_as(&first.refresh_token, "web")
         },
     )
     .await;
     assert_eq!(narrow.scopes, ["read"]);
     assert_minted_from_the_grant(&mut h, &narrow, &[LEDGER], "read").await;
     // The next refresh gets the whole grant again.
-    let whole = refreshed(&mut h, refresh(&narrow.refresh_token, "web")).await;
+    let whole = refreshed(&mut h, refresh_as(&narrow.refresh_token, "web")).await;
     assert_minted_from_the_grant(&mut h, &whole, &[PAYMENTS, LEDGER], "read write").await;
 
     // Wider: refused, and nothing changed (the same token still rotates).
@@ -184,27 +139,27 @@ async fn a_refresh_narrows_the_grant_for_one_token_and_never_widens_it() {
         &mut h,
         RefreshTokensRequest {
             scopes: vec!["read".into(), "admin".into()],
-            ..refresh(&whole.refresh_token, "web")
+            ..refresh_as(&whole.refresh_token, "web")
         },
     )
     .await;
     assert_eq!(
-        (wider_scope.code(), oauth_error(&wider_scope)),
+        refusal(&wider_scope),
         (Code::InvalidArgument, "invalid_scope")
     );
     let wider_audience = refused(
         &mut h,
         RefreshTokensRequest {
             audience: vec![PAYMENTS.into(), "https://elsewhere.example".into()],
-            ..refresh(&whole.refresh_token, "web")
+            ..refresh_as(&whole.refresh_token, "web")
         },
     )
     .await;
     assert_eq!(
-        (wider_audience.code(), oauth_error(&wider_audience)),
+        refusal(&wider_audience),
         (Code::InvalidArgument, "invalid_target")
     );
-    let after = refreshed(&mut h, refresh(&whole.refresh_token, "web")).await;
+    let after = refreshed(&mut h, refresh_as(&whole.refresh_token, "web")).await;
     assert_minted_from_the_grant(&mut h, &after, &[PAYMENTS, LEDGER], "read write").await;
     h.server.shutdown().await.unwrap();
 }
@@ -215,48 +170,35 @@ async fn a_refresh_token_answers_its_own_client_only() {
     let first = h.generate_ok(grant("client-binding")).await;
 
     // Another client: invalid_grant, and the family is untouched.
-    let e = refused(&mut h, refresh(&first.refresh_token, "evil")).await;
+    let e = refused(&mut h, refresh_as(&first.refresh_token, "evil")).await;
     assert_eq!(answer(&e), invalid_grant());
-    let second = refreshed(&mut h, refresh(&first.refresh_token, "web")).await;
+    let second = refreshed(&mut h, refresh_as(&first.refresh_token, "web")).await;
 
     // An old (rotated) token presented by another client is no reuse: nothing is revoked.
-    let e = refused(&mut h, refresh(&first.refresh_token, "evil")).await;
+    let e = refused(&mut h, refresh_as(&first.refresh_token, "evil")).await;
     assert_eq!(answer(&e), invalid_grant());
-    let third = refreshed(&mut h, refresh(&second.refresh_token, "web")).await;
+    let third = refreshed(&mut h, refresh_as(&second.refresh_token, "web")).await;
     assert!(claims(&mut h, &third.access_token).await["sid"] == first.family_id.as_str());
 
     // RevokeToken by another client revokes nothing, answered as any token is.
+    let third_token = Target::RefreshToken(third.refresh_token.clone());
     let revoked = h
         .client
-        .revoke_token(authed(RevokeTokenRequest {
-            target: Some(Target::RefreshToken(third.refresh_token.clone())),
-            client_id: "evil".into(),
-            reason: "attack".into(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(revoked.families_revoked, 0);
-    let fourth = refreshed(&mut h, refresh(&third.refresh_token, "web")).await;
+        .revoke(revocation("evil", third_token, "attack"))
+        .await;
+    assert_eq!(revoked.unwrap().families_revoked, 0);
+    let fourth = refreshed(&mut h, refresh_as(&third.refresh_token, "web")).await;
 
     // A refresh must say which client it is.
-    let e = refused(&mut h, refresh(&fourth.refresh_token, "")).await;
-    assert_eq!(
-        (e.code(), oauth_error(&e)),
-        (Code::InvalidArgument, "invalid_request")
-    );
+    let e = refused(&mut h, refresh_as(&fourth.refresh_token, "")).await;
+    assert_eq!(refusal(&e), (Code::InvalidArgument, "invalid_request"));
     // The rightful client revokes it.
+    let fourth_token = Target::RefreshToken(fourth.refresh_token.clone());
     let revoked = h
         .client
-        .revoke_token(authed(RevokeTokenRequest {
-            target: Some(Target::RefreshToken(fourth.refresh_token.clone())),
-            client_id: "web".into(),
-            reason: "logout".into(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(revoked.families_revoked, 1);
+        .revoke(revocation("web", fourth_token, "logout"))
+        .await;
+    assert_eq!(revoked.unwrap().families_revoked, 1);
     h.server.shutdown().await.unwrap();
 }
 
@@ -273,33 +215,25 @@ async fn every_refused_refresh_reads_alike() {
     ) + &token[31..];
     let unknown = token.replacen(&token[4..10], "AAAAAA", 1);
     let cases = [
-        refresh(&forged, "web"),
-        refresh(&unknown, "web"),
-        refresh("rt1_not-a-token", "web"),
-        refresh(&token, "evil"),
+        refresh_as(&forged, "web"),
+        refresh_as(&unknown, "web"),
+        refresh_as("rt1_not-a-token", "web"),
+        refresh_as(&token, "evil"),
     ];
     for case in cases {
         let e = refused(&mut h, case).await;
         assert_eq!(answer(&e), invalid_grant());
     }
     // Reuse: the same answer (and now the family is revoked, which is the point of reuse).
-    let next = refreshed(&mut h, refresh(&token, "web")).await;
-    let e = refused(&mut h, refresh(&token, "web")).await;
+    let next = refreshed(&mut h, refresh_as(&token, "web")).await;
+    let e = refused(&mut h, refresh_as(&token, "web")).await;
     assert_eq!(answer(&e), invalid_grant());
-    let e = refused(&mut h, refresh(&next.refresh_token, "web")).await;
+    let e = refused(&mut h, refresh_as(&next.refresh_token, "web")).await;
     assert_eq!(answer(&e), invalid_grant(), "revoked by the reuse");
     // RevokeToken answers a malformed and a forged token alike: OK, nothing revoked.
     for target in ["rt1_not-a-token", forged.as_str()] {
-        let r = h
-            .client
-            .revoke_token(authed(RevokeTokenRequest {
-                target: Some(Target::RefreshToken(target.into())),
-                client_id: "web".into(),
-                reason: String::new(),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let req = revocation("web", Target::RefreshToken(target.into()), "");
+        let r = h.client.revoke(req).await.unwrap();
         assert_eq!(r.families_revoked, 0);
     }
     h.server.shutdown().await.unwrap();
@@ -312,21 +246,10 @@ async fn a_grant_without_an_audience_is_refused_and_nothing_is_issued() {
         audience: vec![],
         ..generate("no-audience")
     };
-    let e = h.client.generate_tokens(authed(req)).await.unwrap_err();
-    assert_eq!(
-        (e.code(), oauth_error(&e)),
-        (Code::InvalidArgument, "invalid_target")
-    );
-    let revoked = h
-        .client
-        .revoke_token(authed(RevokeTokenRequest {
-            target: Some(Target::Subject("no-audience".into())),
-            client_id: String::new(),
-            reason: String::new(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let e = h.client.generate(req).await.unwrap_err();
+    assert_eq!(refusal(&e), (Code::InvalidArgument, "invalid_target"));
+    let subject = revocation("", Target::Subject("no-audience".into()), "");
+    let revoked = h.client.revoke(subject).await.unwrap();
     assert_eq!(revoked.families_revoked, 0, "no family was created");
     // With an audience in the request, the same server issues.
     let tokens = h.generate_ok(grant("with-audience")).await;
@@ -347,8 +270,8 @@ async fn a_refresh_refused_before_its_token_is_checked_does_not_spend_the_proof(
     assert_eq!(bound.token_type, "DPoP");
     let proof = dpop(&key, None);
     for bad in [
-        refresh(&bound.refresh_token, ""),
-        refresh("rt1_malformed", "web"),
+        refresh_as(&bound.refresh_token, ""),
+        refresh_as("rt1_malformed", "web"),
     ] {
         let e = refused(
             &mut h,
@@ -365,7 +288,7 @@ async fn a_refresh_refused_before_its_token_is_checked_does_not_spend_the_proof(
         &mut h,
         RefreshTokensRequest {
             dpop: Some(proof),
-            ..refresh(&bound.refresh_token, "web")
+            ..refresh_as(&bound.refresh_token, "web")
         },
     )
     .await;
@@ -391,7 +314,7 @@ async fn an_access_token_never_outlives_its_family() {
     let c = claims(&mut h, &tokens.access_token).await;
     let exp = c["exp"].as_i64().unwrap();
     assert!(exp - c["iat"].as_i64().unwrap() <= 100, "{c}");
-    let next = refreshed(&mut h, refresh(&tokens.refresh_token, "web")).await;
+    let next = refreshed(&mut h, refresh_as(&tokens.refresh_token, "web")).await;
     let c2 = claims(&mut h, &next.access_token).await;
     assert!(
         c2["exp"].as_i64().unwrap() <= exp + 1,

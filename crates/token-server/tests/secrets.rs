@@ -3,56 +3,50 @@
 //! paths; then its output and its `/metrics` page are searched for every refresh token, access
 //! token, DPoP proof, the caller token and the signing key's private material.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "test code: a failed expectation should panic"
-)]
-
 use std::time::Duration;
 
 use token_dpop::ProofBuilder;
 use token_jwt::{Algorithm, PrivateKey, RustCryptoProvider};
 use token_proto::{
-    DPoPProof, GenerateTokensRequest, GetJwksRequest, IntrospectTokenRequest, RefreshTokensRequest,
-    RevokeTokenRequest, ValidateDPoPRequest, revoke_token_request::Target,
+    GenerateTokensRequest, GetJwksRequest, IntrospectTokenRequest, revoke_token_request::Target,
 };
-use token_server::auth::CallerAuth;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tonic::Request;
 
 mod common;
-use common::{binary_command, connect_when_up, sigterm};
+use common::{
+    authed_as, binary_command, caller_digest, connect_when_up, dpop, http_get, refresh_as,
+    revocation, sigterm, temp_file, validate_get,
+};
 use token_testkit::port::free_port;
 
+/// The caller token of this test: a secret the logs must not show, longer than the windows
+/// searched for below.
 const CALLER: &str = "secret-caller-token-4f1c9a";
-const URI: &str = "https://as.example/token";
 
 fn authed<T>(msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {CALLER}").parse().unwrap());
-    r
+    authed_as(CALLER, msg)
+}
+
+/// Reads `pipe` to its end in a task: what it carried, as far as it was text.
+fn drain(mut pipe: impl AsyncRead + Unpin + Send + 'static) -> tokio::task::JoinHandle<String> {
+    tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = pipe.read_to_string(&mut s).await;
+        s
+    })
 }
 
 #[tokio::test]
 async fn no_token_proof_or_key_material_in_logs_or_metrics() {
     let key = PrivateKey::generate(Algorithm::ES256).unwrap();
     let pem = key.to_pkcs8_pem().unwrap();
-    let key_file =
-        std::env::temp_dir().join(format!("token-server-secrets-{}.pem", std::process::id()));
-    std::fs::write(&key_file, pem.as_bytes()).unwrap();
-    let digest: String = CallerAuth::digest(CALLER)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let key_file = temp_file(pem.as_bytes());
     let (port, admin) = (free_port().unwrap(), free_port().unwrap());
     let mut child = binary_command(port, admin)
-        .env("CALLER_TOKEN_SHA256", &digest)
+        .env("CALLER_TOKEN_SHA256", caller_digest(CALLER))
         .env("DEFAULT_AUDIENCE", "https://api.example")
-        .env("SIGNING_KEY_FILE", &key_file)
+        .env("SIGNING_KEY_FILE", key_file.path())
         .env("RUST_LOG", "trace")
         .env("LOG_FORMAT", "json")
         .stdout(std::process::Stdio::piped())
@@ -60,20 +54,9 @@ async fn no_token_proof_or_key_material_in_logs_or_metrics() {
         .spawn()
         .unwrap();
     // Drain both pipes from the start: TRACE output would fill a pipe and block the server.
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_task = tokio::spawn(async move {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s).await;
-        s
-    });
-    let err_task = tokio::spawn(async move {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s).await;
-        s
-    });
+    let out_task = drain(child.stdout.take().unwrap());
+    let err_task = drain(child.stderr.take().unwrap());
     let mut client = connect_when_up(port, "server up").await;
-    let now = token_server::clock::now();
     let proof_key = ProofBuilder::new(
         &PrivateKey::generate(Algorithm::EdDSA).unwrap(),
         &RustCryptoProvider::new(),
@@ -83,25 +66,20 @@ async fn no_token_proof_or_key_material_in_logs_or_metrics() {
 
     // Every RPC, success and failure.
     let _ = client.get_jwks(GetJwksRequest {}).await.unwrap();
-    let proof = proof_key.proof("POST", URI, None, None, now).unwrap();
-    secrets.push(proof.clone());
+    let proof = dpop(&proof_key, None);
+    secrets.push(proof.proof.clone());
     let bound = client
         .generate_tokens(authed(GenerateTokensRequest {
             subject: "alice".into(),
             client_id: "web".into(),
             audience: vec!["https://api.example".into()],
-            dpop: Some(DPoPProof {
-                proof,
-                http_method: "POST".into(),
-                http_uri: URI.into(),
-            }),
+            dpop: Some(proof),
             ..Default::default()
         }))
         .await
         .unwrap()
         .into_inner();
-    secrets.push(bound.access_token.clone());
-    secrets.push(bound.refresh_token.clone());
+    secrets.extend([bound.access_token.clone(), bound.refresh_token.clone()]);
     let bearer = client
         .generate_tokens(authed(GenerateTokensRequest {
             subject: "bob".into(),
@@ -111,61 +89,29 @@ async fn no_token_proof_or_key_material_in_logs_or_metrics() {
         .await
         .unwrap()
         .into_inner();
-    secrets.push(bearer.access_token.clone());
-    secrets.push(bearer.refresh_token.clone());
+    secrets.extend([bearer.access_token.clone(), bearer.refresh_token.clone()]);
     let rotated = client
-        .refresh_tokens(authed(RefreshTokensRequest {
-            client_id: "web".into(),
-            refresh_token: bearer.refresh_token.clone(),
-            ..Default::default()
-        }))
+        .refresh_tokens(authed(refresh_as(&bearer.refresh_token, "web")))
         .await
         .unwrap()
         .into_inner();
-    secrets.push(rotated.access_token.clone());
-    secrets.push(rotated.refresh_token.clone());
+    secrets.extend([rotated.access_token, rotated.refresh_token]);
     // Reuse (revokes), a DPoP-bound refresh without a proof, a malformed refresh token.
-    let _ = client
-        .refresh_tokens(authed(RefreshTokensRequest {
-            client_id: "web".into(),
-            refresh_token: bearer.refresh_token.clone(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap_err();
-    let _ = client
-        .refresh_tokens(authed(RefreshTokensRequest {
-            client_id: "web".into(),
-            refresh_token: bound.refresh_token.clone(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap_err();
-    let _ = client
-        .refresh_tokens(authed(RefreshTokensRequest {
-            client_id: "web".into(),
-            refresh_token: format!("{}x", bound.refresh_token),
-            ..Default::default()
-        }))
-        .await
-        .unwrap_err();
-    let validate_proof = proof_key
-        .proof(
-            "GET",
-            "https://api.example/x",
-            Some(&bound.access_token),
-            None,
-            now,
-        )
-        .unwrap();
-    secrets.push(validate_proof.clone());
-    let request = ValidateDPoPRequest {
-        proof: validate_proof,
-        http_method: "GET".into(),
-        http_uri: "https://api.example/x".into(),
-        access_token: bound.access_token.clone(),
-        ..Default::default()
-    };
+    for token in [
+        bearer.refresh_token.clone(),
+        bound.refresh_token.clone(),
+        format!("{}x", bound.refresh_token),
+    ] {
+        let req = refresh_as(&token, "web");
+        client.refresh_tokens(authed(req)).await.unwrap_err();
+    }
+    let request = validate_get(
+        &proof_key,
+        "https://api.example/x",
+        &bound.access_token,
+        None,
+    );
+    secrets.push(request.proof.clone());
     assert!(
         client
             .validate_d_po_p(authed(request.clone()))
@@ -182,26 +128,13 @@ async fn no_token_proof_or_key_material_in_logs_or_metrics() {
             .into_inner()
             .valid
     );
-    let _ = client
-        .introspect_token(authed(IntrospectTokenRequest {
-            token: bound.access_token.clone(),
-        }))
-        .await
-        .unwrap();
-    let _ = client
-        .introspect_token(authed(IntrospectTokenRequest {
-            token: "garbage".into(),
-        }))
-        .await
-        .unwrap();
-    let _ = client
-        .revoke_token(authed(RevokeTokenRequest {
-            client_id: "web".into(),
-            target: Some(Target::RefreshToken(bound.refresh_token.clone())),
-            reason: "t".into(),
-        }))
-        .await
-        .unwrap();
+    for token in [bound.access_token.clone(), "garbage".into()] {
+        let req = IntrospectTokenRequest { token };
+        client.introspect_token(authed(req)).await.unwrap();
+    }
+    let target = Target::RefreshToken(bound.refresh_token.clone());
+    let req = revocation("web", target, "t");
+    client.revoke_token(authed(req)).await.unwrap();
     // An unauthenticated call and a wrong caller token.
     let _ = client
         .generate_tokens(GenerateTokensRequest::default())
@@ -216,14 +149,7 @@ async fn no_token_proof_or_key_material_in_logs_or_metrics() {
     let _ = client.generate_tokens(wrong).await.unwrap_err();
 
     // The metrics page.
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", admin))
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut metrics = String::new();
-    s.read_to_string(&mut metrics).await.unwrap();
+    let metrics = http_get(("127.0.0.1", admin), "/metrics", "").await;
     assert!(
         metrics.contains("token_service_rotations_total"),
         "metrics were recorded"
@@ -275,5 +201,4 @@ async fn no_token_proof_or_key_material_in_logs_or_metrics() {
             );
         }
     }
-    let _ = std::fs::remove_file(key_file);
 }
