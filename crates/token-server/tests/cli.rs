@@ -1,7 +1,8 @@
 //! The binary's command line, as an operator types it: `--help` lists the subcommands,
 //! `config check` validates the environment as start-up does and prints it with every secret
 //! redacted (exit 2 naming the variable on an error), `config table` prints the README's table
-//! and `config env` the repository's `.env.example`.
+//! and `config env` the repository's `.env.example`; a Redis that may evict keys stops start-up
+//! with exit code 2, naming `REDIS_URL`, the policy found and the fix.
 
 #![allow(
     clippy::unwrap_used,
@@ -114,6 +115,32 @@ async fn config_check_exits_2_naming_the_variable_and_the_fix() {
     let (code, _, err) = run(&["config", "check"], &[("ACCESS_TOKEN_TTL", "ten")]).await;
     assert_eq!(code, 2);
     assert!(err.contains("ACCESS_TOKEN_TTL"), "{err}");
+}
+
+#[tokio::test]
+async fn a_redis_that_may_evict_is_refused_at_start_up() {
+    let redis = token_testkit::RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    redis
+        .command(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"])
+        .unwrap();
+    let url = redis.url();
+    let pepper = "c3".repeat(32);
+    let mut cmd = binary();
+    cmd.env("REDIS_URL", &url)
+        .env("REFRESH_TOKEN_PEPPER", &pepper)
+        .env("DEFAULT_AUDIENCE", "https://api.example")
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("ADMIN_PORT", "0");
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), cmd.output())
+        .await
+        .expect("start-up is refused at once, not retried forever")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for want in ["REDIS_URL", "allkeys-lru", "noeviction"] {
+        assert!(err.contains(want), "{want} missing: {err}");
+    }
 }
 
 #[tokio::test]
