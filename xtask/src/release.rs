@@ -10,8 +10,9 @@
 //! ones found through cargo's local-registry overlay) and the files of every `.crate` are
 //! listed, and `cargo semver-checks` compares each crate with the previous release tag. The
 //! copy builds in `<target>/release-dry-run/target`, kept between runs so reruns are warm; its
-//! `package` directory, and what cargo unpacked of these crates at VERSION on an earlier run,
-//! are removed first (see [`forget_unpacked`]): cargo reuses both as they are.
+//! `package` directory, what cargo unpacked of these crates at VERSION on an earlier run, and
+//! their builds, are removed first (see [`forget_unpacked`] and [`forget_built`]): cargo reuses
+//! all of them as they are.
 //!
 //! With `--dry-run` this checkout is never modified. Without it, the checkout must be clean;
 //! after the rehearsal passes, the same edits are made here, committed and tagged `vVERSION`.
@@ -133,10 +134,10 @@ fn release(plan: &Plan) -> Result<()> {
         std::fs::remove_dir_all(&package_dir)
             .with_context(|| format!("cannot remove {}", package_dir.display()))?;
     }
-    let stale = forget_unpacked(&crates, version)?;
+    let stale = forget_unpacked(&crates, version)? + forget_built(&work.join("target"), &crates)?;
     if stale > 0 {
         println!(
-            "removed {stale} copy(ies) of these crates at {version} that cargo had unpacked before"
+            "removed {stale} copy(ies) or build(s) of these crates at {version} left by an earlier run"
         );
     }
     let packages: Vec<String> = crates
@@ -229,6 +230,47 @@ fn forget_unpacked(crates: &[Crate], version: &Version) -> Result<usize> {
                     continue;
                 };
                 outcome.with_context(|| format!("cannot remove {}", path.display()))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes the build fingerprints of the project's crates from the rehearsal's target
+/// directory, so each is compiled again from the sources packaged now.
+///
+/// cargo takes a registry crate's sources as immutable: once `NAME VERSION` from the overlay
+/// registry has been compiled, a later run reuses the artifacts without looking at the sources.
+/// A rehearsal of the same version after a change would then verify a crate against its
+/// dependencies' *old* builds (a CI run failed so: `RevokeOutcome::Tombstoned` not found,
+/// though the packaged token-refresh had it). The dependencies from crates.io keep their
+/// builds, so reruns stay warm. Returns how many were removed.
+fn forget_built(target: &Path, crates: &[Crate]) -> Result<usize> {
+    let mut removed = 0;
+    let Ok(profiles) = std::fs::read_dir(target) else {
+        return Ok(0);
+    };
+    for profile in profiles {
+        let fingerprints = profile
+            .context("cannot list the rehearsal's target directory")?
+            .path()
+            .join(".fingerprint");
+        let Ok(entries) = std::fs::read_dir(&fingerprints) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.context("cannot list cargo's fingerprints")?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            // `NAME-HASH`: the crate's name, a dash, 16 hex digits.
+            let ours = name.rsplit_once('-').is_some_and(|(krate, hash)| {
+                hash.len() == 16
+                    && hash.bytes().all(|b| b.is_ascii_hexdigit())
+                    && crates.iter().any(|c| c.name == krate)
+            });
+            if ours {
+                std::fs::remove_dir_all(&path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
                 removed += 1;
             }
         }
@@ -667,6 +709,46 @@ fn read(path: &Path) -> Result<String> {
 
 fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod forget_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_project_crates_builds_are_forgotten() {
+        let target = tempfile::tempdir().unwrap();
+        let fingerprints = target.path().join("debug/.fingerprint");
+        for dir in [
+            "token-refresh-0123456789abcdef",
+            "token-refresh-fedcba9876543210",
+            "token-refresh-extra-0123456789abcdef",
+            "serde-0123456789abcdef",
+        ] {
+            std::fs::create_dir_all(fingerprints.join(dir)).unwrap();
+        }
+        let crates = [Crate {
+            name: "token-refresh".into(),
+            path: "crates/token-refresh".into(),
+        }];
+        assert_eq!(forget_built(target.path(), &crates).unwrap(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(&fingerprints)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "serde-0123456789abcdef",
+                "token-refresh-extra-0123456789abcdef"
+            ]
+        );
+        assert_eq!(
+            forget_built(&target.path().join("none"), &crates).unwrap(),
+            0
+        );
+    }
 }
 
 #[cfg(test)]
