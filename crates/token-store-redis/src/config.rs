@@ -211,8 +211,23 @@ impl RedisConfig {
 
     /// The client configuration (carries the password: never logged).
     pub(crate) fn fred_config(&self) -> Result<fred::types::config::Config, Error> {
-        let mut config = fred::types::config::Config::from_url(&self.url)
+        // fred would build a TLS URL's connector on rustls's process-wide default provider,
+        // which does not exist once a binary enables two providers (aws-lc-rs here, ring
+        // through reqwest, for one): it would panic. The TLS part is made here instead, with
+        // aws-lc-rs passed explicitly, and fred reads the rest of the URL without TLS.
+        let (url, tls) = without_tls(&self.url);
+        let mut config = fred::types::config::Config::from_url(&url)
             .map_err(|_| Error::InvalidConfig("the URL is not a Redis URL"))?;
+        if tls {
+            #[cfg(feature = "tls")]
+            {
+                config.tls = Some(tls_connector()?.into());
+            }
+            #[cfg(not(feature = "tls"))]
+            return Err(Error::InvalidConfig(
+                "a TLS URL needs the `tls` feature of token-store-redis",
+            ));
+        }
         config.version = if self.resp3 {
             fred::types::RespVersion::RESP3
         } else {
@@ -248,6 +263,43 @@ impl RedisConfig {
     pub(crate) fn ttl_margin_ms(&self) -> u64 {
         u64::try_from(self.ttl_margin.as_millis()).unwrap_or(u64::MAX)
     }
+}
+
+/// The URL with its TLS scheme (`rediss…`, `valkeys…`, any case) replaced by the plain one, and
+/// whether it had one.
+fn without_tls(url: &str) -> (String, bool) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_owned(), false);
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    for (tls, plain) in [("rediss", "redis"), ("valkeys", "valkey")] {
+        if let Some(suffix) = scheme.strip_prefix(tls) {
+            return (format!("{plain}{suffix}://{rest}"), true);
+        }
+    }
+    (format!("{scheme}://{rest}"), false)
+}
+
+/// rustls on aws-lc-rs, passed explicitly, trusting the system's root certificates.
+#[cfg(feature = "tls")]
+fn tls_connector() -> Result<fred::types::config::TlsConnector, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable or unparsable system certificates are skipped, as long as some remain.
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ignored = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(Error::InvalidConfig(
+            "a TLS URL needs the system's root certificates, and none could be read (install ca-certificates)",
+        ));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|_| Error::InvalidConfig("TLS: aws-lc-rs offers no protocol version"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config.into())
 }
 
 impl fmt::Debug for RedisConfig {
@@ -415,6 +467,34 @@ fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tls_schemes_are_read_without_tls_and_flagged() {
+        for (url, plain, tls) in [
+            ("rediss://h:1", "redis://h:1", true),
+            ("REDISS-CLUSTER://h:1", "redis-cluster://h:1", true),
+            ("rediss-sentinel://h:1/0", "redis-sentinel://h:1/0", true),
+            ("valkeys://h:1", "valkey://h:1", true),
+            ("Redis://h:1", "redis://h:1", false),
+            ("redis-cluster://h:1", "redis-cluster://h:1", false),
+        ] {
+            assert_eq!(super::without_tls(url), (plain.to_owned(), tls), "{url}");
+        }
+    }
+
+    /// A TLS URL gets its connector on aws-lc-rs passed explicitly: no rustls process default
+    /// is needed, which would not exist in a build with two providers (this workspace's tests
+    /// have aws-lc-rs and, through a benchmark's reqwest, ring).
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_tls_url_needs_no_process_wide_crypto_provider() {
+        let config = super::RedisConfig::builder("rediss://:secret@127.0.0.1:6380")
+            .build()
+            .unwrap();
+        let fred = config.fred_config().unwrap();
+        assert!(fred.tls.is_some());
+        assert!(!fred.server.hosts().is_empty());
+    }
+
     use super::*;
 
     #[test]
