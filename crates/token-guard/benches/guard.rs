@@ -261,10 +261,143 @@ fn interleaved() {
     );
 }
 
+/// A Bearer request on one axum handler behind the guard and behind `oauth-resource-server`'s
+/// `AuthLayer` (which verifies Bearer tokens only), with the same ES256 token and key, and the
+/// raw verification beside them; interleaved minimums as above. Both check signature, `iss`,
+/// `aud`, `exp` and a required scope against the real clock.
+fn vs_oauth_resource_server() {
+    use axum::routing::get;
+    use oauth_resource_server::axum::AuthLayer;
+    use oauth_resource_server::{KeyNaming, OAuthConfig, OAuthValidator, static_token_policy};
+
+    const ISSUER: &str = "https://as.example";
+    const AUDIENCE: &str = "https://api.example";
+    const BATCH: usize = 100;
+    const ROUNDS: usize = 25;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let provider = Arc::new(AwsLcProvider::new());
+    let issuer = provider
+        .signer(&PrivateKey::generate(Algorithm::ES256).unwrap())
+        .unwrap();
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "oauth-resource-server checks `exp` against the real clock"
+    )]
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let claims = AccessTokenBuilder::new(ISSUER, 3600)
+        .subject("user-42")
+        .client_id("web")
+        .audience([AUDIENCE])
+        .scopes(["read"])
+        .build(now)
+        .unwrap();
+    let token = JwsEncoder::for_signer(&*issuer, "at+jwt")
+        .encode(&claims, &*issuer)
+        .unwrap();
+    let jwks = JwkSet::new(vec![issuer.public_jwk().clone()]);
+
+    let keys = KeySet::from_jwks(&jwks, &*provider).unwrap();
+    let guard = Guard::builder(ISSUER, AUDIENCE)
+        .keys(Arc::new(keys))
+        .external_url(AUDIENCE)
+        .crypto_provider(provider.clone())
+        .require_scope("read")
+        .build()
+        .unwrap();
+    let ours = axum::Router::new()
+        .route("/items", get(|| async { "ok" }))
+        .route_layer(guard.layer());
+
+    let resolved = OAuthConfig {
+        enabled: true,
+        issuer: ISSUER.into(),
+        jwks_uri: Some(format!("{ISSUER}/jwks")),
+        audience: AUDIENCE.into(),
+        resource: AUDIENCE.into(),
+        required_scopes: vec!["read".into()],
+        ..OAuthConfig::default()
+    }
+    .resolve(KeyNaming::Dotted("oauth"))
+    .unwrap()
+    .unwrap();
+    let validator = Arc::new(
+        OAuthValidator::builder(&resolved)
+            .initial_jwks(&jwks.to_json())
+            .build()
+            .unwrap(),
+    );
+    let decision = static_token_policy(None, Some(&resolved), false).unwrap();
+    let auth = AuthLayer::from_decision(decision, Some(validator)).unwrap();
+    let theirs = axum::Router::new()
+        .route("/items", get(|| async { "ok" }))
+        .route_layer(auth);
+
+    let request = || {
+        http::Request::get("/items")
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let serve = |app: &axum::Router| {
+        // A Router is always ready: `call` is what `oneshot` would do after `poll_ready`.
+        let response = runtime.block_on(app.clone().call(request())).unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+    };
+    let (input, sig) = split(&token);
+    let key = provider
+        .verifying_key(issuer.public_jwk(), Algorithm::ES256)
+        .unwrap();
+    let per_op = |start: Instant| start.elapsed().as_secs_f64() * 1e6 / BATCH as f64;
+    let [mut raw, mut guard_us, mut other_us] = [f64::MAX; 3];
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        for _ in 0..BATCH {
+            key.verify(black_box(input.as_bytes()), black_box(&sig))
+                .unwrap();
+        }
+        raw = raw.min(per_op(start));
+        let start = Instant::now();
+        for _ in 0..BATCH {
+            serve(&ours);
+        }
+        guard_us = guard_us.min(per_op(start));
+        let start = Instant::now();
+        for _ in 0..BATCH {
+            serve(&theirs);
+        }
+        other_us = other_us.min(per_op(start));
+    }
+    println!();
+    println!(
+        "Bearer request on one axum handler, interleaved minimum of {ROUNDS} batches of {BATCH} (ES256):"
+    );
+    println!("| verifier | µs per request | ÷ raw verify |");
+    println!("|----------|---------------:|-------------:|");
+    println!("| raw verify (aws-lc-rs) | {raw:.1} | 1.00x |");
+    println!(
+        "| token-guard (aws-lc-rs) | {guard_us:.1} | {:.2}x |",
+        guard_us / raw
+    );
+    println!(
+        "| oauth-resource-server 0.4 (jsonwebtoken) | {other_us:.1} | {:.2}x |",
+        other_us / raw
+    );
+}
+
 criterion_group!(benches, bench);
 
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
     interleaved();
+    vs_oauth_resource_server();
 }

@@ -80,6 +80,18 @@ impl RunningServer {
     }
 }
 
+/// tonic's server TLS builds its rustls configuration from the process-wide default provider.
+/// rustls picks one by itself only when exactly one provider is compiled in; a binary that also
+/// links ring (through reqwest, say, in an embedder's build or a feature-unified workspace test
+/// build) has none, and tonic would panic. The server's TLS is aws-lc-rs, like the rest of the
+/// project: installed here unless the process already chose a provider.
+fn install_tls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Err only when another thread installed one in between: that one stands.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+}
+
 /// Builds the state, binds both ports and serves until [`RunningServer::shutdown`].
 ///
 /// # Errors
@@ -162,6 +174,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
+        install_tls_provider();
         let read = |var: &'static str, path: &std::path::Path| {
             std::fs::read(path).map_err(|source| StartError::ReadFile {
                 var,
