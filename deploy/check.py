@@ -60,7 +60,7 @@ PEAK_RSS_BYTES = 100 * 1024 * 1024
 SECRET_EXAMPLE = "secret.example.yaml"
 # Variables that hold secrets: in Kubernetes only from a Secret, in the unit only in the
 # environment file.
-SECRET_VARIABLES = ("REDIS_URL", "REFRESH_TOKEN_PEPPER", "DPOP_NONCE_KEY")
+SECRET_VARIABLES = ("REDIS_URL", "REFRESH_TOKEN_PEPPER", "DPOP_NONCE_KEY", "KEY_ENCRYPTION_KEY")
 # Variables naming files of secrets: in Kubernetes files of the Secret's volume, in the unit
 # credentials (%d/ID). The unit must set the first two: its signing key, its named callers.
 SECRET_FILES = ("SIGNING_KEY_FILE", "CALLERS_FILE", "CALLER_TOKEN_SHA256_FILE")
@@ -103,6 +103,7 @@ NEEDED_VARIABLES = (
     "SIGNING_KEY_FILE",
     "KMS_KEY_ID",
     "WRAPPING_KMS_KEY_ID",
+    "KEY_ENCRYPTION_KEY",
     "CALLER_TOKEN_SHA256",
     "CALLER_TOKEN_SHA256_FILE",
     "CALLERS_FILE",
@@ -569,10 +570,14 @@ def check_variables(d: Deployment) -> None:
     # What a fleet needs, else every replica has its own store, key or caller token.
     if d.replicas < 2:
         fail(f"{d.where}: replicas is {d.replicas}; the manifests describe a fleet (at least 2)")
-    if not (d.is_set("SIGNING_KEY_FILE") or d.is_set("KMS_KEY_ID")):
+    if not any(
+        d.is_set(n)
+        for n in ("SIGNING_KEY_FILE", "KMS_KEY_ID", "KEY_ENCRYPTION_KEY", "WRAPPING_KMS_KEY_ID")
+    ):
         fail(
-            f"{d.where}: neither SIGNING_KEY_FILE nor KMS_KEY_ID is set: each of the "
-            f"{d.replicas} replicas would sign with its own ephemeral key"
+            f"{d.where}: no signing key (SIGNING_KEY_FILE, KMS_KEY_ID) and no wrapping key for "
+            f"managed keys (KEY_ENCRYPTION_KEY, WRAPPING_KMS_KEY_ID): the {d.replicas} replicas "
+            "could not share their keys"
         )
     if not any(d.is_set(n) for n in CALLER_CREDENTIALS):
         fail(
@@ -665,7 +670,7 @@ def check_secret_example(d: Deployment) -> None:
 
 def check_commented_settings(d: Deployment) -> None:
     """The ConfigMap's commented-out settings are server variables an operator may uncomment,
-    and the wrapped signing key's (WRAPPING_KMS_KEY_ID) stays shown beside SIGNING_KEY_FILE."""
+    and KMS wrapping of the signing keys (WRAPPING_KMS_KEY_ID) stays shown."""
     path = KUBERNETES / d.cm_file
     found: dict[str, str] = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -679,10 +684,10 @@ def check_commented_settings(d: Deployment) -> None:
         check_plain_variable(where, name, value, d.variables)
         found[name] = value
     shown = set(found) | set((d.configmap.get("data") or {}))
-    if d.is_set("SIGNING_KEY_FILE") and "WRAPPING_KMS_KEY_ID" not in shown:
+    if not d.is_set("KMS_KEY_ID") and "WRAPPING_KMS_KEY_ID" not in shown:
         fail(
             f"kubernetes/{d.cm_file}: WRAPPING_KMS_KEY_ID is neither set nor shown commented out: "
-            "keep the KMS-wrapped signing key (`token-service keys wrap`) an option operators see"
+            "keep KMS envelope wrapping of the signing keys an option operators see"
         )
     passed(
         f"the ConfigMap's commented-out settings ({', '.join(sorted(found)) or 'none'}) are "

@@ -24,6 +24,8 @@ pub(crate) const CONNECTIONS: &str = "4";
 const CALLER: &str = "bench-caller-token";
 /// The refresh-token pepper of the benchmark server (a benchmark, not a secret).
 const PEPPER: &str = "62656e63682d70657070657262656e63682d70657070657262656e63682d7065";
+/// The key-encryption key of the benchmark server's managed keys (a benchmark, not a secret).
+const KEY_ENCRYPTION_KEY: &str = "62656e63682d6b656b62656e63682d6b656b62656e63682d6b656b62656e6368";
 
 /// How long each load run warms up and measures, in seconds (as `token-loadgen` takes them).
 #[derive(Clone, Debug)]
@@ -144,6 +146,7 @@ impl Server {
             .env("ISSUER", "https://bench.token-service.example")
             .env("CALLER_TOKEN_SHA256", sha256_hex(CALLER)?)
             .env("REFRESH_TOKEN_PEPPER", PEPPER)
+            .env("KEY_ENCRYPTION_KEY", KEY_ENCRYPTION_KEY)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied());
         let process = Process::spawn(

@@ -151,6 +151,15 @@ pub enum Error {
     /// A JWK contains private key members where a public key was expected.
     #[error("the JWK contains private key material")]
     PrivateKeyInJwk,
+    /// A PEM given as a public key is (or contains) a private key: any `... PRIVATE KEY` label,
+    /// or private-key DER under a `PUBLIC KEY` label. Private material is never accepted where a
+    /// public key is published.
+    #[error("the PEM is a private key; give the public key")]
+    PrivateKeyInPem,
+    /// A PEM given as a public key is not a `PUBLIC KEY` (SubjectPublicKeyInfo) document: not
+    /// PEM, another label, or DER that is not a SubjectPublicKeyInfo.
+    #[error("invalid public key PEM: {0}")]
+    InvalidPem(&'static str),
     /// Symmetric (`oct`) keys are not accepted.
     #[error("symmetric (oct) keys are refused")]
     SymmetricKey,

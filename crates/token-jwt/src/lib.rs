@@ -19,6 +19,7 @@ mod jwk;
 mod jws;
 mod key;
 mod provider;
+mod public_key;
 mod signer;
 mod verify;
 
@@ -37,6 +38,7 @@ pub use provider::AwsLcProvider;
 pub use provider::{
     CryptoProvider, JwsVerifier, RustCryptoProvider, all_providers, fastest_provider,
 };
+pub use public_key::MAX_PUBLIC_KEY_BYTES;
 pub use signer::{AsyncJwsSigner, JwsPublicKey, JwsSigner, RustCryptoSigner, SignFuture};
 pub use verify::{
     KeyResolver, KeySet, Policy, PolicyBuilder, RequiredClaim, ResolveFuture, Verified,
@@ -128,6 +130,30 @@ pub mod fuzzing {
             thumbprint,
             "optional members are not hashed"
         );
+    }
+
+    /// Reads arbitrary bytes as the text of a published-key file (`Jwk::from_public_key_text`,
+    /// and `Jwk::from_public_pem` directly). What is accepted must have a `kid`, verify with
+    /// the crate's provider and read back identically from its JWK text.
+    ///
+    /// # Panics
+    /// When an accepted key breaks one of those properties.
+    pub fn parse_public_key(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        let _ = crate::Jwk::from_public_pem(text);
+        let Ok(jwk) = crate::Jwk::from_public_key_text(text) else {
+            return;
+        };
+        assert!(jwk.kid.as_deref().is_some_and(|kid| !kid.is_empty()));
+        let alg = jwk.algorithm().unwrap_or(Algorithm::RS256);
+        assert!(
+            crate::CryptoProvider::verifying_key(&RustCryptoProvider::new(), &jwk, alg).is_ok(),
+            "an accepted key must verify"
+        );
+        let again = crate::Jwk::from_public_key_text(&jwk.to_json());
+        assert_eq!(again.ok(), Some(jwk), "the JWK text reads back identically");
     }
 
     /// Verifies arbitrary bytes as a token against a fixed ES256 key.

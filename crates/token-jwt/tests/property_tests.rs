@@ -1,6 +1,7 @@
 //! Property tests for token-jwt: sign → verify round trips for arbitrary claims with every
 //! algorithm and provider; any single bit flipped anywhere in a token makes verification
-//! fail; the parsers never panic on arbitrary input.
+//! fail; the parsers never panic on arbitrary input (the published-key reader included, on
+//! arbitrary, PEM-shaped and mutated-key input).
 
 #![allow(
     clippy::unwrap_used,
@@ -35,6 +36,60 @@ fn setups() -> &'static Vec<Setup> {
             }
         }
         v
+    })
+}
+
+/// `der` as a PEM document with this label (base64 in 64-column lines, as RFC 7468 asks).
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|line| std::str::from_utf8(line).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// SubjectPublicKeyInfo DER of a generated P-256, P-384 and Ed25519 key and of a 2048-bit RSA
+/// modulus.
+fn spki_ders() -> &'static Vec<Vec<u8>> {
+    use p256::pkcs8::{DecodePrivateKey as _, EncodePublicKey as _};
+    static S: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    S.get_or_init(|| {
+        let der = |alg| PrivateKey::generate(alg).unwrap().pkcs8_der().to_vec();
+        let rsa = rsa::RsaPublicKey::new(
+            rsa::BigUint::from_bytes_be(&[0xc5; 256]),
+            rsa::BigUint::from_bytes_be(&[1, 0, 1]),
+        )
+        .unwrap();
+        [
+            p256::SecretKey::from_pkcs8_der(&der(Algorithm::ES256))
+                .unwrap()
+                .public_key()
+                .to_public_key_der(),
+            p384::SecretKey::from_pkcs8_der(&der(Algorithm::ES384))
+                .unwrap()
+                .public_key()
+                .to_public_key_der(),
+            ed25519_dalek::SigningKey::from_pkcs8_der(&der(Algorithm::EdDSA))
+                .unwrap()
+                .verifying_key()
+                .to_public_key_der(),
+            rsa.to_public_key_der(),
+        ]
+        .into_iter()
+        .map(|doc| {
+            let doc = doc.unwrap();
+            let bytes = doc.as_bytes().to_vec();
+            // Unmutated, each one is accepted.
+            assert!(Jwk::from_public_key_text(&pem("PUBLIC KEY", &bytes)).is_ok());
+            bytes
+        })
+        .collect()
     })
 }
 
@@ -129,6 +184,47 @@ proptest! {
         let _ = JwkSet::from_json(&bytes);
         let _ = PrivateKey::from_jwk(&bytes);
         let _ = PrivateKey::from_pkcs8_der(&bytes);
+    }
+
+    #[test]
+    fn public_key_reader_never_panics_on_arbitrary_text(s in "\\PC{0,600}") {
+        // Also checks that whatever is accepted verifies and reads back from its JWK text.
+        token_jwt::fuzzing::parse_public_key(s.as_bytes());
+        let _ = Jwk::from_public_pem(&s);
+    }
+
+    #[test]
+    fn public_key_reader_never_panics_on_pem_shaped_input(
+        label in prop_oneof![
+            Just("PUBLIC KEY".to_owned()),
+            Just("PRIVATE KEY".to_owned()),
+            Just("RSA PUBLIC KEY".to_owned()),
+            Just("CERTIFICATE".to_owned()),
+            "[A-Z ]{0,12}",
+        ],
+        der in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let pem = pem(&label, &der);
+        token_jwt::fuzzing::parse_public_key(pem.as_bytes());
+        prop_assert!(Jwk::from_public_key_text(&pem).is_err() || label == "PUBLIC KEY");
+    }
+
+    #[test]
+    fn public_key_reader_never_panics_on_mutated_keys(
+        which in 0usize..4,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let mut der = spki_ders()[which % spki_ders().len()].clone();
+        for (at, byte) in edits {
+            let i = at.index(der.len());
+            der[i] = byte;
+        }
+        if truncate {
+            der.truncate(cut.index(der.len()));
+        }
+        token_jwt::fuzzing::parse_public_key(pem("PUBLIC KEY", &der).as_bytes());
     }
 
     #[test]

@@ -179,6 +179,44 @@ pub enum Error {
     #[error("invalid rotation schedule: {0}")]
     InvalidSchedule(&'static str),
 
+    // ---- managed keys ----------------------------------------------------------------------
+    /// A stored managed-key record is malformed (size, JSON, version, a `kid` that is not the
+    /// public key's thumbprint): it is neither published nor used.
+    #[error("invalid managed key record: {0}")]
+    InvalidKeyRecord(String),
+    /// `KEY_ENCRYPTION_KEY` is not usable (never contains the key itself).
+    #[error("invalid KEY_ENCRYPTION_KEY: {0}")]
+    InvalidKeyEncryptionKey(String),
+    /// The store's keys were wrapped under another key-encryption key than this instance's.
+    #[error(
+        "KEY_ENCRYPTION_KEY does not match the key that wrapped the stored signing keys: every \
+         instance must be given the same KEY_ENCRYPTION_KEY"
+    )]
+    WrongKeyEncryptionKey,
+    /// A stored key is wrapped one way (`kek`, `kms`) and this instance is configured for the
+    /// other.
+    #[error(
+        "a stored signing key is wrapped by {stored} but this instance wraps with {configured}: \
+         set the same KEY_ENCRYPTION_KEY or WRAPPING_KMS_KEY_ID on every instance"
+    )]
+    WrongWrapper {
+        /// How the stored key is wrapped.
+        stored: &'static str,
+        /// How this instance wraps.
+        configured: &'static str,
+    },
+    /// An early rotation was asked for while the next key already waits for its turn.
+    #[error("a rotation is already under way: key {kid} signs from {activates_at} (Unix time)")]
+    RotationPending {
+        /// The pending key.
+        kid: String,
+        /// When it starts signing.
+        activates_at: i64,
+    },
+    /// The managed-key store failed (nothing was changed by this instance).
+    #[error("managed key store: {0}")]
+    KeyStore(#[source] Box<dyn std::error::Error + Send + Sync>),
+
     // ---- from token-jwt --------------------------------------------------------------------
     /// A JWT/JWK operation failed (key loading, JWK encoding, verifier construction).
     #[error(transparent)]
@@ -215,6 +253,12 @@ impl Error {
             | Error::UnknownKeyId(_)
             | Error::InvalidSchedule(_) => "key_ring",
             Error::Jwt(_) => "jwt",
+            Error::InvalidKeyRecord(_)
+            | Error::InvalidKeyEncryptionKey(_)
+            | Error::WrongKeyEncryptionKey
+            | Error::WrongWrapper { .. } => "managed_key",
+            Error::RotationPending { .. } => "key_ring",
+            Error::KeyStore(_) => "key_store",
         }
     }
 

@@ -6,6 +6,7 @@ mod breaker;
 mod error;
 #[cfg(feature = "aws")]
 mod kms;
+pub mod managed;
 mod ring;
 
 #[cfg(feature = "aws")]

@@ -235,6 +235,101 @@ async fn kms_keys_sign_tokens_that_token_jwt_and_pyjwt_verify() {
     );
 }
 
+/// The key ARN of a key id, from the emulator (`create_key` answers bare key ids).
+async fn key_arn(admin: &aws_sdk_kms::Client, key_id: &str) -> String {
+    let out = admin.describe_key().key_id(key_id).send().await.unwrap();
+    out.key_metadata().unwrap().arn().unwrap().to_owned()
+}
+
+/// An alias re-pointed to another KMS key while a signer runs: the signer keeps signing with
+/// the key it resolved at start-up (its tokens keep verifying with its own JWK), while
+/// `resolve_key` reports the new target, and a signer connected afterwards has the new key's
+/// `kid`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_pointed_alias_does_not_change_a_running_signers_key() {
+    const ALIAS: &str = "alias/test-rotating";
+    let moto = Moto::start().unwrap();
+    let admin = admin(&moto.url());
+    let key_a = create_key(&admin, KeySpec::EccNistP256, KeyUsageType::SignVerify)
+        .await
+        .unwrap();
+    let key_b = create_key(&admin, KeySpec::EccNistP256, KeyUsageType::SignVerify)
+        .await
+        .unwrap();
+    let (arn_a, arn_b) = (key_arn(&admin, &key_a).await, key_arn(&admin, &key_b).await);
+    admin
+        .create_alias()
+        .alias_name(ALIAS)
+        .target_key_id(&key_a)
+        .send()
+        .await
+        .unwrap();
+
+    let client = client(&moto.url()).await;
+    let provider = RustCryptoProvider::new();
+    // Each key's JWK, from signers connected to the keys themselves.
+    let direct_a = KmsSigner::connect(&client, &key_a).await.unwrap();
+    let direct_b = KmsSigner::connect(&client, &key_b).await.unwrap();
+    assert_ne!(direct_a.key_id(), direct_b.key_id());
+    let keys_a =
+        KeySet::from_jwks(&JwkSet::new(vec![direct_a.public_jwk().clone()]), &provider).unwrap();
+    let keys_b =
+        KeySet::from_jwks(&JwkSet::new(vec![direct_b.public_jwk().clone()]), &provider).unwrap();
+    let now = 1_700_000_000;
+
+    let signer = KmsSigner::connect(&client, ALIAS).await.unwrap();
+    assert_eq!(signer.kms_key_id(), ALIAS);
+    assert!(signer.signs_with(&arn_a) && signer.signs_with(&key_a));
+    assert!(!signer.signs_with(&arn_b));
+    assert_eq!(signer.key_id(), direct_a.key_id());
+    let before = mint(&signer, "before", now).await.unwrap();
+    policy().verify(&before, &keys_a, now).unwrap();
+    assert_eq!(client.resolve_key(ALIAS).await.unwrap(), arn_a);
+    // Any reference to a key resolves to its ARN.
+    assert_eq!(client.resolve_key(&key_a).await.unwrap(), arn_a);
+    assert_eq!(client.resolve_key(&arn_b).await.unwrap(), arn_b);
+
+    admin
+        .update_alias()
+        .alias_name(ALIAS)
+        .target_key_id(&key_b)
+        .send()
+        .await
+        .unwrap();
+
+    // The running signer still signs with A: its tokens verify with its own (A's) JWK.
+    let after = mint(&signer, "after", now).await.unwrap();
+    let own =
+        KeySet::from_jwks(&JwkSet::new(vec![signer.public_jwk().clone()]), &provider).unwrap();
+    for t in [&before, &after] {
+        policy().verify(t, &own, now).unwrap();
+        policy().verify(t, &keys_a, now).unwrap();
+    }
+    assert_eq!(signer.kms_key_id(), ALIAS);
+    assert!(signer.signs_with(signer.kms_key_arn()) && signer.signs_with(&arn_a));
+
+    // The alias now names B: what a poller sees, and what a new signer gets.
+    let resolved = client.resolve_key(ALIAS).await.unwrap();
+    assert_eq!(resolved, arn_b);
+    assert!(!signer.signs_with(&resolved));
+    let renewed = KmsSigner::connect(&client, ALIAS).await.unwrap();
+    assert_eq!(renewed.key_id(), direct_b.key_id());
+    assert!(renewed.signs_with(&resolved));
+    let token_b = mint(&renewed, "renewed", now).await.unwrap();
+    policy().verify(&token_b, &keys_b, now).unwrap();
+    assert!(policy().verify(&token_b, &keys_a, now).is_err());
+
+    // An unknown alias is classified like the other calls.
+    let err = client
+        .resolve_key("alias/does-not-exist")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::KeyNotFound { ref key_id } if key_id == "alias/does-not-exist"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_refuses_unusable_keys_with_clear_errors() {
     let moto = Moto::start().unwrap();

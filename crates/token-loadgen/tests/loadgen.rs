@@ -34,6 +34,10 @@ async fn server(redis: &RedisServer) -> token_server::RunningServer {
             "REFRESH_TOKEN_PEPPER",
             "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         ),
+        (
+            "KEY_ENCRYPTION_KEY",
+            "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210",
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

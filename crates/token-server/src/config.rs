@@ -240,15 +240,15 @@ pub mod vars {
     pub const KMS_KEY_ID: Variable = text(
         "KMS_KEY_ID",
         "-",
-        "a KMS key id or ARN",
-        "AWS KMS key to sign with",
+        "a KMS key id, ARN or `alias/…`",
+        "AWS KMS key to sign with; an alias is re-read periodically, and re-pointing it rotates the key (published at once, signing after `JWKS_MAX_AGE` and the margin)",
     );
     /// `SIGNING_KEY_FILE`.
     pub const SIGNING_KEY_FILE: Variable = text(
         "SIGNING_KEY_FILE",
         "-",
         "a path",
-        "PKCS#8 PEM, private JWK or wrapped-key file to sign with (not with `KMS_KEY_ID`); neither: an ephemeral key",
+        "PKCS#8 PEM, private JWK or wrapped-key file to sign with (not with `KMS_KEY_ID`); neither: managed keys, generated and rotated by the fleet through the store",
     );
     /// `KMS_ENDPOINT_URL`.
     pub const KMS_ENDPOINT_URL: Variable = text(
@@ -262,16 +262,42 @@ pub mod vars {
         "WRAPPING_KMS_KEY_ID",
         "-",
         "a KMS key id or ARN",
-        "KMS key that unwraps a wrapped `SIGNING_KEY_FILE` (made by `token-service keys wrap`); required with one: the key the blob names is never used unless it is this one",
+        "Symmetric KMS key that wraps managed keys in the store (envelope encryption), or unwraps a wrapped `SIGNING_KEY_FILE` (made by `token-service keys wrap`; required with one: the key the blob names is never used unless it is this one)",
     );
+    /// `KEY_ENCRYPTION_KEY`.
+    pub const KEY_ENCRYPTION_KEY: Variable = Variable {
+        name: "KEY_ENCRYPTION_KEY",
+        accepts: Accepts::HexKey {
+            default: "with `REDIS_URL` and managed keys: this or `WRAPPING_KMS_KEY_ID`; else random",
+            min_bytes: 32,
+            max_bytes: 1024,
+        },
+        description: "Wraps the managed signing keys kept in the store (XChaCha20-Poly1305), shared by all instances (`openssl rand -hex 32`)",
+    };
     /// `KEY_ROTATION_PERIOD`.
     pub const KEY_ROTATION_PERIOD: Variable = number(
         "KEY_ROTATION_PERIOD",
         30 * DAY,
-        3_600,
+        4,
         3 * 365 * DAY,
         "seconds",
-        "How long a key signs before the next takes over; keys the server generates rotate by themselves, provided keys are only reported due",
+        "How long a managed key signs before the next takes over (at least `JWKS_MAX_AGE` plus the margin; a warning below a day); provided keys are only reported due",
+    );
+    /// `JWKS_MAX_AGE`.
+    pub const JWKS_MAX_AGE: Variable = number(
+        "JWKS_MAX_AGE",
+        300,
+        1,
+        DAY,
+        "seconds",
+        "`Cache-Control: max-age` of the JWK Set; a new key is published this long plus a margin (`2 × min(max(JWKS_MAX_AGE/4, 1), 30) + 1` s) before it signs",
+    );
+    /// `PUBLISHED_KEY_FILES`.
+    pub const PUBLISHED_KEY_FILES: Variable = text(
+        "PUBLISHED_KEY_FILES",
+        "-",
+        "comma-separated paths",
+        "Public keys (JWK or PEM) published and accepted for verification, never used to sign: tokens of a key being migrated away from",
     );
     /// `SIGNING_ALG`.
     pub const SIGNING_ALG: Variable = Variable {
@@ -484,7 +510,10 @@ pub const VARIABLES: &[Variable] = &[
     vars::SIGNING_KEY_FILE,
     vars::KMS_ENDPOINT_URL,
     vars::WRAPPING_KMS_KEY_ID,
+    vars::KEY_ENCRYPTION_KEY,
     vars::KEY_ROTATION_PERIOD,
+    vars::JWKS_MAX_AGE,
+    vars::PUBLISHED_KEY_FILES,
     vars::SIGNING_ALG,
     vars::ISSUER,
     vars::DEFAULT_AUDIENCE,
@@ -537,8 +566,9 @@ pub fn env_example() -> String {
         "# token-service configuration: every variable the server reads, commented out at its\n\
          # default. Uncomment what you change; an unset variable takes its default.\n\
          # Printed by `token-service config env`; a test keeps this file equal to it.\n\
-         # Secrets (REFRESH_TOKEN_PEPPER, DPOP_NONCE_KEY, a REDIS_URL with a password) belong\n\
-         # in a secret store or a file readable by the service alone, never in version control.\n",
+         # Secrets (REFRESH_TOKEN_PEPPER, DPOP_NONCE_KEY, KEY_ENCRYPTION_KEY, a REDIS_URL with a\n\
+         # password) belong in a secret store or a file readable by the service alone, never in\n\
+         # version control.\n",
     );
     for var in VARIABLES {
         let default = var.default_text();
@@ -555,6 +585,18 @@ pub fn env_example() -> String {
         ));
     }
     text
+}
+
+/// How often an instance re-reads the managed keys (or a KMS alias) even without a change
+/// signal: a quarter of `JWKS_MAX_AGE`, between 1 and 30 seconds.
+pub fn sync_interval(jwks_max_age: u64) -> u64 {
+    (jwks_max_age / 4).clamp(1, 30)
+}
+
+/// The margin added to every wait of the key schedule: two sync intervals (an instance that
+/// missed the change signal learns of a new key within one) plus a second of clock skew.
+pub fn propagation_margin(jwks_max_age: u64) -> u64 {
+    2 * sync_interval(jwks_max_age) + 1
 }
 
 /// The longest value any variable may have (8 KiB). Every variable holds a short setting, a
@@ -577,8 +619,8 @@ pub enum StoreConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeySource {
-    /// A key generated at start-up, lost at exit (development only).
-    Ephemeral,
+    /// Managed keys: generated, shared through the store (wrapped) and rotated by the fleet.
+    Managed,
     /// A PKCS#8 PEM, private JWK or wrapped-key file.
     File(PathBuf),
     /// An AWS KMS key.
@@ -625,8 +667,14 @@ pub struct Config {
     /// `WRAPPING_KMS_KEY_ID`: the KMS key that unwraps a `SIGNING_KEY_FILE` blob (required
     /// with one).
     pub wrapping_key_id: Option<String>,
+    /// `KEY_ENCRYPTION_KEY`: wraps managed keys in the store.
+    pub key_encryption_key: Option<Zeroizing<Vec<u8>>>,
     /// `KEY_ROTATION_PERIOD` seconds: how long a key signs before the next one takes over.
     pub key_rotation_period: u64,
+    /// `JWKS_MAX_AGE` seconds: the JWK Set's `Cache-Control: max-age`.
+    pub jwks_max_age: u64,
+    /// `PUBLISHED_KEY_FILES`: verification-only public keys.
+    pub published_key_files: Vec<PathBuf>,
     /// `SIGNING_ALG` for generated keys (`ES256` or `EdDSA`).
     pub signing_alg: token_jwt::Algorithm,
     /// `ISSUER`.
@@ -925,9 +973,16 @@ impl Config {
             }
             (Some(id), None) => KeySource::Kms(id.to_owned()),
             (None, Some(path)) => KeySource::File(PathBuf::from(path)),
-            (None, None) => KeySource::Ephemeral,
+            (None, None) => KeySource::Managed,
         };
         let key_rotation_period = v.number(&KEY_ROTATION_PERIOD)?;
+        let jwks_max_age = v.number(&JWKS_MAX_AGE)?;
+        let key_encryption_key = v.hex_key(&KEY_ENCRYPTION_KEY)?;
+        let wrapping_key_id = v.text(&WRAPPING_KMS_KEY_ID).map(str::to_owned);
+        let published_key_files = list(v.text(&PUBLISHED_KEY_FILES))
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
         let signing_alg = match v.choice(&SIGNING_ALG)? {
             "EdDSA" => token_jwt::Algorithm::EdDSA,
             _ => token_jwt::Algorithm::ES256,
@@ -1086,14 +1141,48 @@ impl Config {
             ));
         }
 
+        if key_source == KeySource::Managed {
+            if key_encryption_key.is_some() && wrapping_key_id.is_some() {
+                return Err(err(
+                    &KEY_ENCRYPTION_KEY,
+                    "set either KEY_ENCRYPTION_KEY or WRAPPING_KMS_KEY_ID to wrap the managed keys, not both",
+                ));
+            }
+            if matches!(store, StoreConfig::Redis(_))
+                && key_encryption_key.is_none()
+                && wrapping_key_id.is_none()
+            {
+                return Err(err(
+                    &KEY_ENCRYPTION_KEY,
+                    format!(
+                        "required with REDIS_URL when the fleet manages its signing keys (no SIGNING_KEY_FILE, no KMS_KEY_ID): \
+                         set KEY_ENCRYPTION_KEY or WRAPPING_KMS_KEY_ID, the same on every instance, so the keys in the store are wrapped; {}",
+                        make_key_hint(32)
+                    ),
+                ));
+            }
+            let lead = jwks_max_age.saturating_add(propagation_margin(jwks_max_age));
+            if key_rotation_period < lead {
+                return Err(err(
+                    &KEY_ROTATION_PERIOD,
+                    format!(
+                        "{key_rotation_period} s is shorter than JWKS_MAX_AGE plus the propagation margin ({lead} s): \
+                         a new key could not be published for long enough before it signs"
+                    ),
+                ));
+            }
+        }
         Ok(Config {
             grpc_addr: SocketAddr::new(host, port),
             admin_addr: SocketAddr::new(host, admin_port),
             store,
             key_source,
             kms_endpoint: v.text(&KMS_ENDPOINT_URL).map(str::to_owned),
-            wrapping_key_id: v.text(&WRAPPING_KMS_KEY_ID).map(str::to_owned),
+            wrapping_key_id,
+            key_encryption_key,
             key_rotation_period,
+            jwks_max_age,
+            published_key_files,
             signing_alg,
             issuer,
             default_audience,
@@ -1170,7 +1259,23 @@ impl Config {
             },
             "KMS_ENDPOINT_URL" => or_unset(self.kms_endpoint.as_deref()),
             "WRAPPING_KMS_KEY_ID" => or_unset(self.wrapping_key_id.as_deref()),
+            "KEY_ENCRYPTION_KEY" => self.key_encryption_key.as_ref().map_or_else(
+                || vars::KEY_ENCRYPTION_KEY.default_text(),
+                |_| SECRET_SET.to_owned(),
+            ),
             "KEY_ROTATION_PERIOD" => self.key_rotation_period.to_string(),
+            "JWKS_MAX_AGE" => self.jwks_max_age.to_string(),
+            "PUBLISHED_KEY_FILES" => {
+                if self.published_key_files.is_empty() {
+                    "-".to_owned()
+                } else {
+                    self.published_key_files
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }
+            }
             "SIGNING_ALG" => self.signing_alg.to_string(),
             "ISSUER" => self.issuer.clone(),
             "DEFAULT_AUDIENCE" => {
@@ -1267,20 +1372,22 @@ mod tests {
         }
         assert_eq!(c.grpc_addr.to_string(), "0.0.0.0:50052");
         assert!(matches!(c.store, StoreConfig::Memory));
-        assert_eq!(c.key_source, KeySource::Ephemeral);
+        assert_eq!(c.key_source, KeySource::Managed);
     }
 
     #[test]
     fn every_variable_reports_its_effective_value() {
+        let kek = "fe".repeat(32);
         let c = cfg(&[
             ("REDIS_URL", "redis://:hunter2@localhost:6379"),
             ("REFRESH_TOKEN_PEPPER", PEPPER),
+            ("KEY_ENCRYPTION_KEY", &kek),
         ])
         .unwrap();
         for (name, value) in c.effective() {
             assert_ne!(value, "(not reported)", "{name}");
             assert!(
-                !value.contains("hunter2") && !value.contains(PEPPER),
+                !value.contains("hunter2") && !value.contains(PEPPER) && !value.contains(&kek),
                 "{name}: {value}"
             );
         }
@@ -1298,6 +1405,8 @@ mod tests {
                 "ADMIN_PORT" => &[("PORT", "1")],
                 "REFRESH_TOKEN_TTL" => &[("REFRESH_FAMILY_LIFETIME", "94608000")],
                 "REFRESH_FAMILY_LIFETIME" => &[("REFRESH_TOKEN_TTL", "1")],
+                // the shortest period is one lead at the shortest max-age: 1 + (2 × 1 + 1) s
+                "KEY_ROTATION_PERIOD" => &[("JWKS_MAX_AGE", "1")],
                 _ => &[],
             };
             for ok in [min, max] {
@@ -1364,7 +1473,11 @@ mod tests {
             "redis-cluster://localhost:7000",
             "redis-sentinel://localhost:26379?sentinelServiceName=main",
         ] {
-            let c = cfg(&[("REDIS_URL", url), ("REFRESH_TOKEN_PEPPER", PEPPER)]);
+            let c = cfg(&[
+                ("REDIS_URL", url),
+                ("REFRESH_TOKEN_PEPPER", PEPPER),
+                ("KEY_ENCRYPTION_KEY", PEPPER),
+            ]);
             assert!(c.is_ok(), "{url}: {:?}", c.err());
         }
         let e = cfg(&[
@@ -1458,15 +1571,41 @@ mod tests {
         assert_eq!(e.var, "DPOP_NONCE_KEY");
         assert!(e.reason.contains("openssl rand -hex 32"), "{e}");
 
+        // Managed keys on Redis: wrapped under a shared key, named with the alternative.
+        let e = cfg(&[
+            ("REDIS_URL", "redis://localhost"),
+            ("REFRESH_TOKEN_PEPPER", PEPPER),
+            ("DPOP_NONCE_REQUIRED", "true"),
+            ("DPOP_NONCE_KEY", PEPPER),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "KEY_ENCRYPTION_KEY");
         assert!(
-            cfg(&[
+            e.reason.contains("WRAPPING_KMS_KEY_ID") && e.reason.contains("openssl rand -hex 32"),
+            "{e}"
+        );
+        for (var, value) in [
+            ("KEY_ENCRYPTION_KEY", PEPPER),
+            ("WRAPPING_KMS_KEY_ID", "alias/wrapping"),
+            ("SIGNING_KEY_FILE", "/etc/token-service/key.pem"),
+            ("KMS_KEY_ID", "alias/signing"),
+        ] {
+            let c = cfg(&[
                 ("REDIS_URL", "redis://localhost"),
                 ("REFRESH_TOKEN_PEPPER", PEPPER),
                 ("DPOP_NONCE_REQUIRED", "true"),
                 ("DPOP_NONCE_KEY", PEPPER),
-            ])
-            .is_ok()
-        );
+                (var, value),
+            ]);
+            assert!(c.is_ok(), "{var}: {:?}", c.err());
+        }
+        let e = cfg(&[("KEY_ENCRYPTION_KEY", PEPPER), ("WRAPPING_KMS_KEY_ID", "k")]).unwrap_err();
+        assert_eq!(e.var, "KEY_ENCRYPTION_KEY");
+        // The rotation period must leave room for pre-publication.
+        let e = cfg(&[("JWKS_MAX_AGE", "300"), ("KEY_ROTATION_PERIOD", "360")]).unwrap_err();
+        assert_eq!(e.var, "KEY_ROTATION_PERIOD");
+        assert!(e.reason.contains("361"), "{e}");
+        assert!(cfg(&[("JWKS_MAX_AGE", "300"), ("KEY_ROTATION_PERIOD", "361")]).is_ok());
         // Without Redis both are random per process.
         assert!(cfg(&[("DPOP_NONCE_REQUIRED", "true")]).is_ok());
     }
@@ -1511,6 +1650,7 @@ mod tests {
         let c = cfg(&[
             ("DPOP_NONCE_KEY", &key),
             ("REFRESH_TOKEN_PEPPER", &key),
+            ("KEY_ENCRYPTION_KEY", &key),
             ("REDIS_URL", "redis://:hunter2@localhost:6379"),
         ])
         .unwrap();

@@ -208,12 +208,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             let _ = grpc_rx.wait_for(|stop| *stop).await;
         },
     ));
-    tokio::spawn(
-        state
-            .keys
-            .clone()
-            .run_rotation(Duration::from_secs(30), rx.clone()),
-    );
+    tokio::spawn(state.keys.clone().run(rx.clone()));
     let admin_router = crate::admin::router(state, metrics);
     let admin = tokio::spawn(async move {
         axum::serve(admin_listener, admin_router)

@@ -90,6 +90,15 @@ usage: token-service                     run the server (configuration from the 
        token-service keys wrap --kms-key-id ID [--alg ES256|EdDSA]
                                          generate a signing key, encrypt it with the KMS key ID,
                                          print the wrapped blob (JSON) for SIGNING_KEY_FILE
+       token-service keys list           the fleet's managed keys in its store: kid, algorithm,
+                                         state, dates, how each is wrapped
+       token-service keys rotate         create the next managed key now (it still signs only
+                                         after JWKS_MAX_AGE plus the margin)
+       token-service keys public KID     print that managed key's public JWK (for
+                                         PUBLISHED_KEY_FILES of a fleet being migrated)
+       token-service keys retire KID     emergency: KID leaves every JWK Set and its tokens are
+                                         refused within the sync interval; a retired signing
+                                         key is replaced at once
        token-service help                this text
 ";
 
@@ -140,6 +149,9 @@ async fn command(args: &[String]) -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        ["keys", op @ ("list" | "rotate")] => return keys_command(op, None).await,
+        ["keys", "retire", kid] => return keys_command("retire", Some(kid)).await,
+        ["keys", "public", kid] => return keys_command("public", Some(kid)).await,
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -157,6 +169,25 @@ async fn command(args: &[String]) -> ExitCode {
     match token_server::keys::wrap_command(&config, kms_key_id, alg).await {
         Ok(json) => {
             println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("token-service: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `keys list`, `keys rotate`, `keys retire KID`: the fleet's managed keys, through its store.
+async fn keys_command(op: &str, kid: Option<&str>) -> ExitCode {
+    let config = match config_or_exit() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    token_server::telemetry::init(LogFormat::Pretty, &config.log_filter);
+    match token_server::keys::operator_command(&config, op, kid).await {
+        Ok(text) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {

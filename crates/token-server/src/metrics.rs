@@ -37,6 +37,23 @@ pub const REVOCATIONS_STREAMED: &str = "token_service_revocations_streamed_total
 /// Requests refused for a missing right, by `caller` (a configured name: bounded) and `right`
 /// (`rpcs`, `client_ids`, `audiences`, `revoke_by_subject`, `revoke_by_family`).
 pub const CALLER_DENIED: &str = "token_service_caller_denied_total";
+/// Managed keys: 1 for the state each key is in here, 0 for the states it has left, by `kid`
+/// and `state` (`pending`, `active`, `retiring`, `expired`, `retired`).
+pub const KEY_STATE: &str = "token_service_signing_key_state";
+/// Managed keys: seconds since each key was created, by `kid` and `state`.
+pub const KEY_AGE: &str = "token_service_signing_key_age_seconds";
+/// Managed keys: seconds until the next key is due to be created (negative: overdue, e.g. the
+/// store was unreachable).
+pub const KEY_ROTATION_DUE: &str = "token_service_key_rotation_due_seconds";
+/// Key state changes seen by this instance, by `to` (a managed state, or `ring`/`pending` for
+/// provided keys and KMS aliases).
+pub const KEY_TRANSITIONS: &str = "token_service_key_transitions_total";
+/// Keys this instance created (it won the claim of the next generation).
+pub const KEYS_CREATED: &str = "token_service_keys_created_total";
+/// Stored keys this instance refuses (malformed, tampered, wrapped under another key).
+pub const KEYS_REFUSED: &str = "token_service_keys_refused";
+/// Failed reads of the managed keys or of a KMS alias (the current key keeps signing).
+pub const KEY_SYNC_ERRORS: &str = "token_service_key_sync_errors_total";
 
 /// How often buffered histogram samples are folded into their buckets.
 const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);

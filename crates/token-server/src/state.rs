@@ -8,6 +8,7 @@ use token_dpop::{
     MemoryReplayCache, NonceIssuer, NonceKey, ReplayCache, Validator, ValidatorConfig,
 };
 use token_jwt::Policy;
+use token_kms::managed::{KeyStore, MemoryKeyStore};
 use token_refresh::{FamilyStore, MemoryStore, Pepper, RevocationList, Rotator, RotatorConfig};
 use token_store_redis::RedisStore;
 use zeroize::Zeroizing;
@@ -19,6 +20,15 @@ use crate::keys::Keys;
 /// How far apart the clocks of this service and of the verifiers of its tokens may be, in
 /// seconds: added to how long revocations stay listed.
 pub const CLOCK_SKEW_MARGIN_SECS: u64 = 60;
+
+/// The four faces of the store: refresh-token families, the revocation list, DPoP replay
+/// entries, managed keys.
+type Stores = (
+    Arc<dyn FamilyStore>,
+    Arc<dyn RevocationList>,
+    Arc<dyn ReplayCache>,
+    Arc<dyn KeyStore>,
+);
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -47,21 +57,20 @@ impl AppState {
     /// A [`StartError`] naming the variable at fault.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let provider = token_jwt::fastest_provider();
-        let keys = Arc::new(Keys::load(&config, crate::clock::now()).await?);
-
         let mut redis_store = None;
-        let (store, revocations, replay): (
-            Arc<dyn FamilyStore>,
-            Arc<dyn RevocationList>,
-            Arc<dyn ReplayCache>,
-        ) = match &config.store {
+        let (store, revocations, replay, key_store): Stores = match &config.store {
             StoreConfig::Memory => {
                 tracing::warn!(
                     "REDIS_URL is unset: refresh-token families, revocations and DPoP replay entries live in \
                      this process's memory. Run ONE instance only; everything is lost on restart."
                 );
                 let memory = Arc::new(MemoryStore::new());
-                (memory.clone(), memory, Arc::new(MemoryReplayCache::new()))
+                (
+                    memory.clone(),
+                    memory,
+                    Arc::new(MemoryReplayCache::new()),
+                    Arc::new(MemoryKeyStore::new()),
+                )
             }
             StoreConfig::Redis(redis_config) => {
                 let redis = Arc::new(
@@ -75,9 +84,11 @@ impl AppState {
                     "connected to Redis"
                 );
                 redis_store = Some(redis.clone());
-                (redis.clone(), redis.clone(), redis)
+                (redis.clone(), redis.clone(), redis.clone(), redis)
             }
         };
+
+        let keys = Arc::new(Keys::load(&config, key_store, crate::clock::now()).await?);
 
         // `Config` refuses Redis without a pepper: a random one is for a single instance only.
         let pepper = match &config.pepper {

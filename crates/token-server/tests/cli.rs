@@ -63,6 +63,7 @@ async fn config_check_prints_the_configuration_with_secrets_redacted() {
         &[
             ("REDIS_URL", &redis),
             ("REFRESH_TOKEN_PEPPER", &pepper),
+            ("KEY_ENCRYPTION_KEY", &pepper),
             ("DPOP_NONCE_KEY", &nonce),
             ("DPOP_NONCE_REQUIRED", "true"),
             ("DEFAULT_AUDIENCE", "https://api.example"),
@@ -128,6 +129,7 @@ async fn a_redis_that_may_evict_is_refused_at_start_up() {
     let mut cmd = binary();
     cmd.env("REDIS_URL", &url)
         .env("REFRESH_TOKEN_PEPPER", &pepper)
+        .env("KEY_ENCRYPTION_KEY", &pepper)
         .env("DEFAULT_AUDIENCE", "https://api.example")
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use token_dpop::ProofBuilder;
-use token_jwt::{Algorithm, JwkSet, KeySet, Policy, all_providers};
+use token_jwt::{Algorithm, JwkSet, KeySet, Policy, PrivateKey, all_providers};
 use token_proto::token_service_client::TokenServiceClient;
 use token_proto::{
     GenerateTokensRequest, IntrospectTokenRequest, RefreshTokensRequest, RevokeTokenRequest,
@@ -901,4 +901,195 @@ async fn keys_wrap_then_serve_with_the_wrapped_key() {
     )
     .await;
     assert_eq!(issued_algorithm(&mut client).await, Algorithm::EdDSA);
+}
+
+/// The kid in a compact JWS's header.
+fn header_kid(token: &str) -> String {
+    let header = token_jwt::base64url::decode(token.split('.').next().unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&header).unwrap();
+    v["kid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_re_pointed_kms_alias_is_published_at_once_and_signs_after_the_lead() {
+    let moto = Moto::start().unwrap();
+    let first = moto::create_p256_signing_key(&moto.url()).await.unwrap();
+    let second = moto::create_p256_signing_key(&moto.url()).await.unwrap();
+    let admin = moto::admin(&moto.url());
+    admin
+        .create_alias()
+        .alias_name("alias/token-signing")
+        .target_key_id(&first)
+        .send()
+        .await
+        .unwrap();
+    // JWKS_MAX_AGE=1: the alias is re-read every second, and a new key signs 1 + 3 s after it
+    // was published.
+    let (port, admin_port) = (free_port().unwrap(), free_port().unwrap());
+    let mut cmd = binary_command(port, admin_port);
+    kms_env(&mut cmd, &moto.url());
+    let _child = cmd
+        .env("CALLER_TOKEN_SHA256", caller_digest(CALLER))
+        .env("KMS_KEY_ID", "alias/token-signing")
+        .env("JWKS_MAX_AGE", "1")
+        .env("DEFAULT_AUDIENCE", "https://api.example")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut client = connect_when_up(port, "the server on a KMS alias").await;
+    let before = client.generate(generate("a")).await.unwrap().access_token;
+    let old_kid = header_kid(&before);
+    let published = |client: &mut TokenServiceClient<Channel>| {
+        let mut client = client.clone();
+        async move {
+            let set = JwkSet::from_json(client.jwks().await.unwrap().as_bytes()).unwrap();
+            set.keys
+                .iter()
+                .filter_map(|k| k.kid.clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(published(&mut client).await, vec![old_kid.clone()]);
+
+    admin
+        .update_alias()
+        .alias_name("alias/token-signing")
+        .target_key_id(&second)
+        .send()
+        .await
+        .unwrap();
+    let moved = std::time::Instant::now();
+    // Published within the sync interval (plus a KMS round trip)...
+    let new_kid = loop {
+        assert!(
+            moved.elapsed() < Duration::from_secs(5),
+            "the new key was not published"
+        );
+        let kids = published(&mut client).await;
+        if let Some(k) = kids.iter().find(|k| **k != old_kid) {
+            break k.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let published_at = std::time::Instant::now();
+    // ...while the old key still signs until the new one has been published for the lead.
+    let during = client.generate(generate("b")).await.unwrap().access_token;
+    assert_eq!(
+        header_kid(&during),
+        old_kid,
+        "the switch did not wait for pre-publication"
+    );
+    let after = loop {
+        let t = client.generate(generate("c")).await.unwrap().access_token;
+        if header_kid(&t) == new_kid {
+            break t;
+        }
+        assert!(
+            moved.elapsed() < Duration::from_secs(15),
+            "signing never switched"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        published_at.elapsed() >= Duration::from_secs(3),
+        "switched {:?} after publication, before the lead",
+        published_at.elapsed()
+    );
+    // Tokens of both keys verify against the JWK Set, which still has both.
+    let keys = verifier(&mut client).await;
+    for token in [&before, &during, &after] {
+        Policy::default().verify(token, &keys, now()).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn managed_keys_wrapped_by_kms_are_stored_as_ciphertext_only() {
+    let moto = Moto::start().unwrap();
+    let wrapping = moto::create_wrapping_key(&moto.url()).await.unwrap();
+    let redis = token_testkit::RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = redis.url();
+    let (_child, mut client) = serve_with_kms(
+        &moto.url(),
+        &[
+            ("REDIS_URL", &url),
+            ("REFRESH_TOKEN_PEPPER", common::PEPPER),
+            ("WRAPPING_KMS_KEY_ID", &wrapping),
+            ("DEFAULT_AUDIENCE", "https://api.example"),
+        ],
+        "managed keys wrapped by KMS",
+    )
+    .await;
+    let token = client
+        .generate(generate("kms-managed"))
+        .await
+        .unwrap()
+        .access_token;
+    let keys = verifier(&mut client).await;
+    Policy::default().verify(&token, &keys, now()).unwrap();
+    let hash = format!("{}keys", token_store_redis::DEFAULT_KEY_PREFIX);
+    let record = redis
+        .command(&["HGET", &hash, "gen:00000000000000000001"])
+        .unwrap()
+        .text()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(v["kid"].as_str().unwrap(), header_kid(&token));
+    let blob = v["wrapped"]["kms"].as_str().unwrap();
+    assert!(blob.contains("\"ciphertext\""), "{record}");
+    assert!(
+        !record.contains("\"d\""),
+        "a private member in the store: {record}"
+    );
+}
+
+#[tokio::test]
+async fn published_key_files_verify_tokens_of_the_key_being_migrated_from() {
+    // The old deployment signs with a key file...
+    let old_key = PrivateKey::generate(Algorithm::ES256).unwrap();
+    let old_file = temp_file(old_key.to_pkcs8_pem().unwrap().as_bytes());
+    let old_path = old_file.path().to_string_lossy().into_owned();
+    let mut old = harness(&[("SIGNING_KEY_FILE", &old_path)]).await;
+    let token = old.generate_ok(generate("migrating")).await.access_token;
+    assert_eq!(header_kid(&token), old_key.key_id());
+
+    // ...the new one manages its own keys and publishes the old public key (PEM, and JWK).
+    let pem = token_jwt::Jwk::from_public_key_text(&old_key.public_jwk().to_json())
+        .unwrap()
+        .to_json();
+    let jwk_file = temp_file(pem.as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("old.pem"),
+        old_key.to_pkcs8_pem().unwrap().as_bytes(),
+    )
+    .unwrap();
+    common::openssl(dir.path(), "pkey -in old.pem -pubout -out old.pub.pem");
+    let public_pem = dir.path().join("old.pub.pem");
+    for published in [jwk_file.path(), public_pem.as_path()] {
+        let path = published.to_string_lossy().into_owned();
+        let mut new = harness(&[("PUBLISHED_KEY_FILES", &path)]).await;
+        let own = new.generate_ok(generate("new")).await.access_token;
+        assert_ne!(header_kid(&own), old_key.key_id(), "a published key signed");
+        let set = JwkSet::from_json(new.client.jwks().await.unwrap().as_bytes()).unwrap();
+        let kids: Vec<_> = set.keys.iter().filter_map(|k| k.kid.clone()).collect();
+        assert!(kids.contains(&old_key.key_id().to_owned()), "{kids:?}");
+        assert!(kids.contains(&header_kid(&own)), "{kids:?}");
+        let introspected = new.client.introspect(&token).await.unwrap();
+        assert!(introspected.active, "the old key's token is refused");
+        let keys = verifier(&mut new.client).await;
+        Policy::default().verify(&token, &keys, now()).unwrap();
+    }
+    // A private key is never accepted as a published key.
+    let private = temp_file(old_key.to_pkcs8_pem().unwrap().as_bytes());
+    let path = private.path().to_string_lossy().into_owned();
+    let e = token_server::start(config(&[("PUBLISHED_KEY_FILES", &path)]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("PUBLISHED_KEY_FILES") && e.contains("private"),
+        "{e}"
+    );
+    assert!(!e.contains("PRIVATE KEY-----\n"), "{e}");
 }

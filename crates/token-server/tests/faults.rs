@@ -47,7 +47,7 @@ use tonic::{Code, Status};
 
 mod common;
 use common::{
-    CALLER, Calls, PEPPER, binary_command, caller_digest, config, connect_when_up, generate,
+    CALLER, Calls, KEK, PEPPER, binary_command, caller_digest, config, connect_when_up, generate,
     oauth_error, on_redis, refresh_as, revocation, signing_key_file, sigterm,
 };
 
@@ -790,6 +790,7 @@ async fn sigterm_under_load_finishes_in_flight_and_exits_zero() {
     let mut child = binary_command(port, admin)
         .env("REDIS_URL", &url)
         .env("REFRESH_TOKEN_PEPPER", PEPPER)
+        .env("KEY_ENCRYPTION_KEY", KEK)
         .env("CALLER_TOKEN_SHA256", caller_digest(CALLER))
         // Longer than the pause below: the requests waiting on Redis complete.
         .env("REDIS_COMMAND_TIMEOUT_MS", "5000")

@@ -37,7 +37,7 @@ use token_testkit::port::free_port;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use common::{
-    CALLER, Calls as _, ISSUER, PEPPER, binary_command, caller_digest, connect_when_up, dpop,
+    CALLER, Calls as _, ISSUER, KEK, PEPPER, binary_command, caller_digest, connect_when_up, dpop,
     generate, http_get, now, proof_builder, revocation, signing_key_file,
 };
 
@@ -57,6 +57,7 @@ async fn instance(redis: &str, key: &std::path::Path) -> Instance {
     let child = binary_command(port, admin)
         .env("REDIS_URL", redis)
         .env("REFRESH_TOKEN_PEPPER", PEPPER)
+        .env("KEY_ENCRYPTION_KEY", KEK)
         .env("SIGNING_KEY_FILE", key)
         .env("ISSUER", ISSUER)
         .env("CALLER_TOKEN_SHA256", caller_digest(CALLER))

@@ -19,7 +19,7 @@ use token_proto::{RevocationEvent, RevokeTokenRequest, WatchRevocationsRequest};
 use token_testkit::RedisServer;
 use tonic::{Code, Streaming};
 
-use common::{Harness, PEPPER, authed, caller_digest, generate, harness, now};
+use common::{Harness, KEK, PEPPER, authed, caller_digest, generate, harness, now};
 
 async fn watch(h: &mut Harness, cursor: &str) -> Streaming<RevocationEvent> {
     h.client
@@ -132,6 +132,7 @@ async fn a_revocation_on_another_instance_is_streamed_at_once() {
     let shared = [
         ("REDIS_URL", url.as_str()),
         ("REFRESH_TOKEN_PEPPER", PEPPER),
+        ("KEY_ENCRYPTION_KEY", KEK),
         ("SIGNING_KEY_FILE", key_path.as_str()),
     ];
     let mut one = harness(&shared).await;

@@ -22,13 +22,13 @@ pub(crate) const MAX_TTL_MS: i64 = 315_360_000_000;
 pub(crate) struct LuaScript {
     pub(crate) lua: &'static str,
     #[cfg_attr(
-        not(feature = "refresh"),
-        allow(dead_code, reason = "only the `refresh` scripts are run")
+        not(any(feature = "refresh", feature = "keys")),
+        allow(dead_code, reason = "only the `refresh` and `keys` scripts are run")
     )]
     pub(crate) sha: String,
 }
 
-#[cfg(feature = "refresh")]
+#[cfg(any(feature = "refresh", feature = "keys"))]
 impl LuaScript {
     pub(crate) fn new(lua: &'static str) -> Self {
         LuaScript {
@@ -86,7 +86,7 @@ impl Keys {
     }
 
     /// A subscriber's private probe channel: `<prefix>probe:<random>`.
-    #[cfg(feature = "refresh")]
+    #[cfg(any(feature = "refresh", feature = "keys"))]
     pub(crate) fn probe(&self, nonce: &str) -> String {
         format!("{}probe:{nonce}", self.prefix)
     }
@@ -95,6 +95,19 @@ impl Keys {
     #[cfg(feature = "refresh")]
     pub(crate) fn channel(&self) -> String {
         format!("{}revocations", self.prefix)
+    }
+
+    /// The managed keys (token-kms `KeyStore`), one hash: `<prefix>keys`. A single key is on
+    /// one Cluster slot by itself: no hash tag needed.
+    #[cfg(feature = "keys")]
+    pub(crate) fn managed_keys(&self) -> String {
+        format!("{}keys", self.prefix)
+    }
+
+    /// The channel that signals a write to the managed keys: `<prefix>keys-changed`.
+    #[cfg(feature = "keys")]
+    pub(crate) fn managed_keys_channel(&self) -> String {
+        format!("{}keys-changed", self.prefix)
     }
 
     /// A DPoP replay entry: `<prefix>dpop:<hex>`.
@@ -266,7 +279,7 @@ impl Conn {
         self.pool.next_connected()
     }
 
-    #[cfg(feature = "refresh")]
+    #[cfg(any(feature = "refresh", feature = "keys"))]
     /// `EVALSHA`, loading the script (on every primary) and retrying once on `NOSCRIPT`
     /// (after a server restart or `SCRIPT FLUSH`). Replies are lists of strings.
     pub(crate) async fn eval(
@@ -385,7 +398,7 @@ impl Conn {
     }
 
     /// `PUBLISH channel message`.
-    #[cfg(feature = "refresh")]
+    #[cfg(any(feature = "refresh", feature = "keys"))]
     pub(crate) async fn publish(
         &self,
         op: &'static str,

@@ -1,7 +1,8 @@
 //! The one error type of `token-store-redis`.
 //!
 //! Trait methods report failures as the owning crate's error ([`token_refresh::Error::Store`],
-//! [`token_dpop::ReplayError::Unavailable`]) with an [`Error`] of this crate as the source.
+//! [`token_dpop::ReplayError::Unavailable`], [`token_kms::Error::KeyStore`]) with an [`Error`]
+//! of this crate as the source.
 //! No variant carries a password, a token or a token hash: only operation names and short
 //! static reasons, plus the client library's error as an opaque source.
 
@@ -98,5 +99,12 @@ impl From<Error> for token_refresh::Error {
 impl From<Error> for token_dpop::ReplayError {
     fn from(e: Error) -> Self {
         token_dpop::ReplayError::Unavailable(Box::new(e))
+    }
+}
+
+#[cfg(feature = "keys")]
+impl From<Error> for token_kms::Error {
+    fn from(e: Error) -> Self {
+        token_kms::Error::KeyStore(Box::new(e))
     }
 }

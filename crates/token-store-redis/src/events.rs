@@ -1,10 +1,13 @@
-//! The revocation subscriber: one dedicated pub/sub connection feeding the local broadcaster.
+//! The pub/sub subscriber: one dedicated connection feeding the local revocation broadcaster
+//! (feature `refresh`) and the managed keys' change counter (feature `keys`).
 //!
 //! On every reconnect (and whenever the local message buffer overflowed) it subscribes again
 //! and then re-reads the whole revocation list (`SCAN` on every primary), publishing each
 //! entry locally: a revocation made while the connection was down is delivered late, never
 //! lost. Subscribing *before* re-reading closes the gap: an entry written before the
-//! subscription is found by the scan, one written after it arrives as a message.
+//! subscription is found by the scan, one written after it arrives as a message. The managed
+//! keys are re-read by their owner (token-kms `ManagedKeys::sync`): the change counter moves
+//! after every confirmed (re)subscription, as it does for every message on their channel.
 //!
 //! "Subscribed" means confirmed by the server, not merely sent: the client library resolves
 //! `SUBSCRIBE` before Redis has processed it. So the subscriber also subscribes to a private
@@ -15,6 +18,7 @@
 //! A re-read delivers only families not delivered before (the subscriber remembers the last
 //! 65,536 it delivered), so a reconnect that lost nothing repeats nothing.
 
+#[cfg(feature = "refresh")]
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use std::time::Duration;
 
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+#[cfg(feature = "refresh")]
 use token_refresh::{FamilyId, RevocationBroadcaster, RevocationEvent};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
@@ -51,6 +56,16 @@ fn nonce() -> String {
     format!("{a:016x}{b:016x}")
 }
 
+/// Where the subscriber delivers what it receives.
+pub(crate) struct Sinks {
+    /// Revocation events.
+    #[cfg(feature = "refresh")]
+    pub(crate) revocations: RevocationBroadcaster,
+    /// The managed keys' change counter.
+    #[cfg(feature = "keys")]
+    pub(crate) keys_changed: tokio::sync::watch::Sender<u64>,
+}
+
 pub(crate) struct Subscriber {
     client: Client,
     task: JoinHandle<()>,
@@ -62,7 +77,7 @@ impl Subscriber {
     pub(crate) async fn start(
         config: &RedisConfig,
         conn: Arc<Conn>,
-        events: RevocationBroadcaster,
+        sinks: Sinks,
     ) -> Result<Self, Error> {
         let client = crate::conn::builder(config)?
             .build()
@@ -74,18 +89,22 @@ impl Subscriber {
         let messages = client.message_rx();
         let mut listener = Listener {
             client: client.clone(),
+            #[cfg(feature = "refresh")]
             channel: conn.keys.channel(),
+            #[cfg(feature = "keys")]
+            keys_channel: conn.keys.managed_keys_channel(),
             probe: conn.keys.probe(&nonce()),
             conn,
-            events,
+            sinks,
             resyncs: Arc::new(AtomicU64::new(0)),
+            #[cfg(feature = "refresh")]
             seen: Seen::default(),
             messages,
             reconnects: client.reconnect_rx(),
         };
         let setup = async {
             client.init().await.map_err(|e| Error::Connect {
-                reason: "subscribing to revocation events",
+                reason: SUBSCRIBING,
                 source: Box::new(e),
             })?;
             listener.subscribe().await
@@ -97,7 +116,7 @@ impl Subscriber {
                 return Err(match e {
                     e @ Error::Connect { .. } => e,
                     e => Error::Connect {
-                        reason: "subscribing to revocation events",
+                        reason: SUBSCRIBING,
                         source: Box::new(e),
                     },
                 });
@@ -105,7 +124,7 @@ impl Subscriber {
             Err(_) => {
                 let _ = client.quit().await;
                 return Err(Error::Connect {
-                    reason: "subscribing to revocation events",
+                    reason: SUBSCRIBING,
                     source: "the connection timed out".into(),
                 });
             }
@@ -121,7 +140,8 @@ impl Subscriber {
         })
     }
 
-    /// How many times the list was re-read after a reconnect or an overflow.
+    /// How many times the subscriber resubscribed (and re-read the revocation list) after a
+    /// reconnect or an overflow.
     pub(crate) fn resyncs(&self) -> u64 {
         self.resyncs.load(Ordering::Relaxed)
     }
@@ -144,16 +164,28 @@ impl Subscriber {
     }
 }
 
+/// What a failed subscription at connect time reports.
+const SUBSCRIBING: &str = if cfg!(feature = "refresh") {
+    "subscribing to revocation events"
+} else {
+    "subscribing to managed key changes"
+};
+
 struct Listener {
     client: Client,
     conn: Arc<Conn>,
     /// The revocation event channel.
+    #[cfg(feature = "refresh")]
     channel: String,
+    /// The managed keys' change channel.
+    #[cfg(feature = "keys")]
+    keys_channel: String,
     /// This subscriber's private probe channel.
     probe: String,
-    events: RevocationBroadcaster,
+    sinks: Sinks,
     resyncs: Arc<AtomicU64>,
     /// Listings already delivered, so a re-read repeats none of them.
+    #[cfg(feature = "refresh")]
     seen: Seen,
     messages: Receiver<fred::types::Message>,
     reconnects: Receiver<fred::types::config::Server>,
@@ -164,6 +196,7 @@ struct Listener {
 /// re-read (delivery stays at least once). The id alone would not do: a family forgotten by
 /// the store is listed again (a new tombstone, a later `revoked_at`) once its entry lapsed,
 /// and that listing must reach subscribers that dropped the first one.
+#[cfg(feature = "refresh")]
 #[derive(Default)]
 struct Seen {
     ids: HashSet<(FamilyId, i64)>,
@@ -171,8 +204,10 @@ struct Seen {
 }
 
 /// How many delivered listings a subscriber remembers (24 bytes each).
+#[cfg(feature = "refresh")]
 const SEEN_CAPACITY: usize = 65_536;
 
+#[cfg(feature = "refresh")]
 impl Seen {
     /// Records a listing; whether it is new.
     fn insert(&mut self, id: (FamilyId, i64)) -> bool {
@@ -191,28 +226,59 @@ impl Seen {
 
 impl Listener {
     /// Delivers `event` locally unless it was delivered before.
+    #[cfg(feature = "refresh")]
     fn deliver(&mut self, event: RevocationEvent) {
         if self.seen.insert((event.family_id, event.revoked_at)) {
-            self.events.publish(event);
+            self.sinks.revocations.publish(event);
         }
     }
 
-    /// Forwards a revocation message to the local subscribers (ignores anything else).
+    /// Moves the managed keys' change counter: their owner re-reads them.
+    #[cfg(feature = "keys")]
+    fn keys_changed(&self) {
+        self.sinks
+            .keys_changed
+            .send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Forwards a revocation message to the local subscribers, and a managed-key change
+    /// signal (whatever its payload) to the change counter; ignores anything else.
     fn forward(&mut self, message: &fred::types::Message) {
+        #[cfg(feature = "refresh")]
         if message.channel.as_bytes() == self.channel.as_bytes()
             && let Some(bytes) = message.value.as_bytes()
             && let Ok(event) = RevocationEvent::from_json(bytes)
         {
             self.deliver(event);
         }
+        #[cfg(feature = "keys")]
+        if message.channel.as_bytes() == self.keys_channel.as_bytes() {
+            self.keys_changed();
+        }
     }
 
-    /// Subscribes to the revocation and probe channels and waits until the server confirms
-    /// it: a token published on the probe channel comes back. Revocation messages that
-    /// arrive meanwhile are forwarded.
+    /// Subscribes to the revocation, managed-key and probe channels and waits until the
+    /// server confirms it: a token published on the probe channel comes back. Messages that
+    /// arrive meanwhile are forwarded. Once confirmed, the managed keys' change counter moves
+    /// (a signal may have been missed before: their owner re-reads them).
     async fn subscribe(&mut self) -> Result<(), Error> {
+        self.subscribe_confirmed().await?;
+        #[cfg(feature = "keys")]
+        self.keys_changed();
+        Ok(())
+    }
+
+    async fn subscribe_confirmed(&mut self) -> Result<(), Error> {
+        let channels = vec![
+            #[cfg(feature = "refresh")]
+            self.channel.as_str(),
+            #[cfg(feature = "keys")]
+            self.keys_channel.as_str(),
+            // Last: its confirmation implies the others'.
+            self.probe.as_str(),
+        ];
         self.client
-            .subscribe(vec![self.channel.as_str(), self.probe.as_str()])
+            .subscribe(channels)
             .await
             .map_err(|e| Error::command("subscribe", e))?;
         let token = nonce();
@@ -285,10 +351,11 @@ async fn run(mut l: Listener) {
     }
 }
 
-/// Subscribes again (idempotent, confirmed by the server), then publishes every entry of the
-/// list locally.
+/// Subscribes again (idempotent, confirmed by the server; moves the managed keys' change
+/// counter), then publishes every entry of the revocation list locally.
 async fn resync(l: &mut Listener) -> Result<(), Error> {
     l.subscribe().await?;
+    #[cfg(feature = "refresh")]
     for event in all_revocations(&l.conn).await? {
         l.deliver(event);
     }
@@ -296,6 +363,7 @@ async fn resync(l: &mut Listener) -> Result<(), Error> {
 }
 
 /// Every revocation-list entry Redis still holds, lapsed or not.
+#[cfg(feature = "refresh")]
 pub(crate) async fn all_revocations(conn: &Conn) -> Result<Vec<RevocationEvent>, Error> {
     use futures_util::{StreamExt, TryStreamExt};
     let keys = conn.scan("revoked", &conn.keys.revoked_pattern()).await?;

@@ -11,8 +11,10 @@
 mod config;
 mod conn;
 mod error;
-#[cfg(feature = "refresh")]
+#[cfg(any(feature = "refresh", feature = "keys"))]
 mod events;
+#[cfg(feature = "keys")]
+mod keys;
 #[cfg(feature = "dpop")]
 mod replay;
 mod store;
@@ -25,10 +27,10 @@ pub use config::{
 pub use error::{BoxError, Error};
 pub use store::RedisStore;
 
-#[cfg(feature = "refresh")]
+#[cfg(any(feature = "refresh", feature = "keys"))]
 impl RedisStore {
-    /// How many times the revocation subscriber has re-read the list after a reconnect (for
-    /// tests and metrics).
+    /// How many times the pub/sub subscriber has resubscribed (and re-read the revocation
+    /// list) after a reconnect (for tests and metrics).
     #[doc(hidden)]
     pub fn subscriber_resyncs(&self) -> u64 {
         self.inner.subscriber.resyncs()

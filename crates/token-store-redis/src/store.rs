@@ -26,6 +26,8 @@ pub(crate) struct Scripts {
     pub(crate) revoke: LuaScript,
     #[cfg(feature = "refresh")]
     pub(crate) index: LuaScript,
+    #[cfg(feature = "keys")]
+    pub(crate) keys: LuaScript,
 }
 
 impl Scripts {
@@ -37,23 +39,31 @@ impl Scripts {
             revoke: LuaScript::new(include_str!("lua/revoke.lua")),
             #[cfg(feature = "refresh")]
             index: LuaScript::new(include_str!("lua/index.lua")),
+            #[cfg(feature = "keys")]
+            keys: LuaScript::new(include_str!("lua/keys.lua")),
         }
     }
 
     fn all(&self) -> Vec<&LuaScript> {
-        #[allow(unused_mut, reason = "empty without the `refresh` feature")]
-        let mut all = Vec::new();
-        #[cfg(feature = "refresh")]
-        all.extend([&self.rotate, &self.revoke, &self.index]);
-        all
+        vec![
+            #[cfg(feature = "refresh")]
+            &self.rotate,
+            #[cfg(feature = "refresh")]
+            &self.revoke,
+            #[cfg(feature = "refresh")]
+            &self.index,
+            #[cfg(feature = "keys")]
+            &self.keys,
+        ]
     }
 }
 
 /// The Redis backend: refresh-token families and the revocation list (feature `refresh`),
-/// and the DPoP replay cache (feature `dpop`), over one pool of connections.
+/// the DPoP replay cache (feature `dpop`) and token-kms's managed keys (feature `keys`), over
+/// one pool of connections.
 ///
 /// Cheap to clone (the clones share the connections). Dropping the last clone closes the
-/// connections and stops the revocation subscriber; [`RedisStore::close`] does it and waits.
+/// connections and stops the pub/sub subscriber; [`RedisStore::close`] does it and waits.
 ///
 /// # Round trips
 ///
@@ -67,6 +77,8 @@ impl Scripts {
 /// | `revoke_subject` | one `ZRANGE`, then one `EVALSHA` per family |
 /// | `revoked` | `SCAN` on every primary, then one `GET` per entry |
 /// | `ReplayCache::insert_if_absent` | one `SET NX PX` |
+/// | `KeyStore::load` | one `HGETALL` |
+/// | `KeyStore::insert_new`, `put`, `remove` | one `EVALSHA` (`HSETNX`, `HSET` or `HDEL`, and `PUBLISH` when it changed the hash) |
 #[derive(Clone)]
 pub struct RedisStore {
     pub(crate) inner: Arc<Inner>,
@@ -78,13 +90,17 @@ pub(crate) struct Inner {
     pub(crate) config: RedisConfig,
     #[cfg(feature = "refresh")]
     pub(crate) events: RevocationBroadcaster,
-    #[cfg(feature = "refresh")]
+    /// Moves on every write to the managed keys (theirs and ours) and after every
+    /// resubscription of the subscriber.
+    #[cfg(feature = "keys")]
+    pub(crate) keys_changed: tokio::sync::watch::Sender<u64>,
+    #[cfg(any(feature = "refresh", feature = "keys"))]
     pub(crate) subscriber: crate::events::Subscriber,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        #[cfg(feature = "refresh")]
+        #[cfg(any(feature = "refresh", feature = "keys"))]
         self.subscriber.stop();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let conn = self.conn.clone();
@@ -107,9 +123,9 @@ impl fmt::Debug for RedisStore {
 
 impl RedisStore {
     /// Connects: the command pool, the Lua scripts loaded on every primary and, with the
-    /// `refresh` feature, the revocation subscriber (subscribed before this returns, so
-    /// [`RevocationList::subscribe`](token_refresh::RevocationList::subscribe) misses nothing
-    /// published afterwards).
+    /// `refresh` or `keys` feature, the pub/sub subscriber (subscribed before this returns, so
+    /// [`RevocationList::subscribe`](token_refresh::RevocationList::subscribe) and
+    /// `KeyStore::changes` miss nothing published afterwards).
     ///
     /// Must run inside a Tokio runtime (the client's connection tasks live there).
     ///
@@ -121,33 +137,36 @@ impl RedisStore {
         let scripts = Arc::new(Scripts::new());
         let conn = Arc::new(Conn::connect(&config, &scripts.all()).await?);
         #[cfg(feature = "refresh")]
-        {
-            let events = RevocationBroadcaster::new(config.event_capacity());
-            let subscriber =
-                match crate::events::Subscriber::start(&config, conn.clone(), events.clone()).await
-                {
-                    Ok(s) => s,
-                    Err(e) => {
-                        conn.quit().await;
-                        return Err(e);
-                    }
-                };
-            Ok(RedisStore {
-                inner: Arc::new(Inner {
-                    conn,
-                    scripts,
-                    config,
-                    events,
-                    subscriber,
-                }),
-            })
-        }
-        #[cfg(not(feature = "refresh"))]
+        let events = RevocationBroadcaster::new(config.event_capacity());
+        #[cfg(feature = "keys")]
+        let keys_changed = tokio::sync::watch::Sender::new(0);
+        #[cfg(any(feature = "refresh", feature = "keys"))]
+        let subscriber = {
+            let sinks = crate::events::Sinks {
+                #[cfg(feature = "refresh")]
+                revocations: events.clone(),
+                #[cfg(feature = "keys")]
+                keys_changed: keys_changed.clone(),
+            };
+            match crate::events::Subscriber::start(&config, conn.clone(), sinks).await {
+                Ok(s) => s,
+                Err(e) => {
+                    conn.quit().await;
+                    return Err(e);
+                }
+            }
+        };
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 conn,
                 scripts,
                 config,
+                #[cfg(feature = "refresh")]
+                events,
+                #[cfg(feature = "keys")]
+                keys_changed,
+                #[cfg(any(feature = "refresh", feature = "keys"))]
+                subscriber,
             }),
         })
     }
@@ -179,10 +198,10 @@ impl RedisStore {
         self.inner.conn.eviction_policy()
     }
 
-    /// Stops the revocation subscriber and closes the connections. Other clones of this store
+    /// Stops the pub/sub subscriber and closes the connections. Other clones of this store
     /// fail closed afterwards.
     pub async fn close(&self) {
-        #[cfg(feature = "refresh")]
+        #[cfg(any(feature = "refresh", feature = "keys"))]
         self.inner.subscriber.close().await;
         self.inner.conn.quit().await;
     }

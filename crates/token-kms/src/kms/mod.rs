@@ -209,7 +209,7 @@ impl KmsClient {
     /// the EC2 instance metadata service.
     ///
     /// # Errors
-    /// [`Error::Config`] when no region is found.
+    /// [`Error::NoRegion`] when no region is found.
     pub async fn connect(config: &KmsConfig) -> Result<Self> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(region) = &config.region {
@@ -256,6 +256,39 @@ impl KmsClient {
     /// The region the client calls.
     pub fn region(&self) -> &str {
         &self.region
+    }
+
+    /// The ARN of the KMS key that `key_id` (key id, key ARN, alias name `alias/…` or alias
+    /// ARN) names now: one KMS `DescribeKey` call, answering `KeyMetadata.Arn` (or its `KeyId`
+    /// when an endpoint sends no ARN; some emulators).
+    ///
+    /// A [`KmsSigner`] resolves its key once, at start-up, and signs with that key from then on
+    /// (see [`KmsSigner::kms_key_arn`]). This call is how to notice that an alias was re-pointed
+    /// to another key since: poll it with the signer's configured id
+    /// ([`KmsSigner::kms_key_id`]) and compare the answer with [`KmsSigner::signs_with`]; when
+    /// it differs, connect a new signer (new key, new `kid`) and rotate it in through the key
+    /// ring. The call goes through the client's timeouts and retries, not through a circuit
+    /// breaker.
+    ///
+    /// # Errors
+    /// KMS errors classified as for signing ([`Error::KeyNotFound`] for an unknown key or
+    /// alias, [`Error::AccessDenied`] without `kms:DescribeKey`, [`Error::Unreachable`],
+    /// [`Error::Timeout`], [`Error::Throttled`], …); [`Error::Kms`] when KMS answers without
+    /// key metadata.
+    pub async fn resolve_key(&self, key_id: &str) -> Result<String> {
+        let out = self
+            .inner
+            .describe_key()
+            .key_id(key_id)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeKey", key_id, e))?;
+        let meta = out.key_metadata().ok_or_else(|| Error::Kms {
+            operation: "DescribeKey",
+            code: "InvalidResponse".to_owned(),
+            message: "DescribeKey returned no key metadata".to_owned(),
+        })?;
+        Ok(meta.arn().unwrap_or(meta.key_id()).to_owned())
     }
 
     pub(crate) fn sdk(&self) -> &aws_sdk_kms::Client {

@@ -84,6 +84,11 @@ pub(crate) fn sign_request(alg: Algorithm, signing_input: &[u8]) -> SignRequest 
     }
 }
 
+/// Whether a KMS key reference is an alias (`alias/…` or an alias ARN).
+fn is_alias(key_id: &str) -> bool {
+    key_id.starts_with("alias/") || key_id.contains(":alias/")
+}
+
 /// Converts a KMS signature to its JWS form: DER ECDSA to fixed-size `r || s`; RSA signatures
 /// are checked to be exactly the modulus length.
 pub(crate) fn jws_signature(alg: Algorithm, modulus_len: usize, sig: &[u8]) -> Result<Vec<u8>> {
@@ -154,6 +159,23 @@ pub(crate) fn spki_to_jwk(spec: &str, der: &[u8]) -> Result<(Jwk, usize)> {
 /// network) and counter `token_kms_sign_errors_total{reason}` (reasons from
 /// [`Error::reason`]).
 ///
+/// # Aliases
+///
+/// The key is resolved once, at start-up: every `Sign` call names the key ARN that
+/// `GetPublicKey` reported then ([`KmsSigner::kms_key_arn`]), never the configured id
+/// ([`KmsSigner::kms_key_id`], which may be an alias `alias/…`). Re-pointing the alias to
+/// another KMS key therefore does not change what a running signer signs with: its signatures
+/// keep matching its JWK and `kid`. (Signing through the alias would make them come from the
+/// new key while the published JWK is the old one's: tokens no verifier accepts.) To follow
+/// an alias, poll [`KmsClient::resolve_key`] with the configured id, and when the answer is
+/// another key ([`KmsSigner::signs_with`] is false), connect a new signer and rotate it in
+/// through the key ring.
+///
+/// Because `Sign` names the key ARN, an IAM or key policy that allows `kms:Sign` only through
+/// the alias (condition key `kms:RequestAlias`) denies it; grant `kms:Sign` on the key itself,
+/// or condition on `kms:ResourceAliases`. `GetPublicKey` at start-up is called with the
+/// configured id.
+///
 /// Signing errors reach callers as [`token_jwt::Error::Signing`] whose source is this crate's
 /// [`Error`].
 pub struct KmsSigner {
@@ -170,6 +192,7 @@ impl fmt::Debug for KmsSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KmsSigner")
             .field("key_id", &self.key_id)
+            .field("key_arn", &self.key_arn)
             .field("alg", &self.alg)
             .field("kid", &self.jwk.kid)
             .finish_non_exhaustive()
@@ -247,9 +270,20 @@ impl KmsSignerBuilder {
         ))?;
         let (jwk, modulus_len) = spki_to_jwk(&spec, der.as_ref())?;
         let kid = jwk.thumbprint();
+        // The key every `Sign` will name. KMS always reports it; an endpoint that does not may
+        // be given a key id or key ARN, never an alias (which could be re-pointed later).
+        let key_arn = match out.key_id() {
+            Some(arn) => arn.to_owned(),
+            None if !is_alias(&self.key_id) => self.key_id.clone(),
+            None => {
+                return Err(Error::InvalidPublicKey(
+                    "GetPublicKey returned no key id for an alias",
+                ));
+            }
+        };
         let signer = KmsSigner {
             client: self.client.sdk().clone(),
-            key_arn: out.key_id().unwrap_or(&self.key_id).to_owned(),
+            key_arn,
             key_id: self.key_id,
             alg,
             jwk: jwk.with_kid(kid).with_alg(alg),
@@ -280,14 +314,22 @@ impl KmsSigner {
         Self::builder(client, key_id).connect().await
     }
 
-    /// The key id as configured.
+    /// The key id as configured (possibly an alias).
     pub fn kms_key_id(&self) -> &str {
         &self.key_id
     }
 
-    /// The key ARN KMS reported at start-up.
+    /// The key ARN `GetPublicKey` reported at start-up: the key every `Sign` call names, even
+    /// when the configured id is an alias that was re-pointed since.
     pub fn kms_key_arn(&self) -> &str {
         &self.key_arn
+    }
+
+    /// Whether `key` (a key id or key ARN, as [`KmsClient::resolve_key`] returns) names the
+    /// key this signer signs with. Compares key ids, so a bare key id and the key's ARN match
+    /// (some endpoints report one where KMS reports the other).
+    pub fn signs_with(&self, key: &str) -> bool {
+        same_key(key, &self.key_arn)
     }
 
     /// The state of this signer's circuit breaker.
@@ -302,6 +344,16 @@ impl KmsSigner {
         verifier
             .verify(message.as_bytes(), &sig)
             .map_err(|_| Error::SelfTestFailed { alg: self.alg })
+    }
+
+    /// The key as errors name it: the configured id, and the key ARN signed with when the
+    /// configured id is an alias.
+    fn error_key_name(&self) -> String {
+        if same_key(&self.key_id, &self.key_arn) {
+            self.key_id.clone()
+        } else {
+            format!("{} ({})", self.key_id, self.key_arn)
+        }
     }
 
     /// One `Sign` call behind the breaker, with metrics.
@@ -326,18 +378,22 @@ impl KmsSigner {
         result
     }
 
+    /// One KMS `Sign` call with the key resolved at start-up (never the configured alias: see
+    /// [`KmsSigner`]).
     async fn call_sign(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
         let req = sign_request(self.alg, signing_input);
         let out = self
             .client
             .sign()
-            .key_id(&self.key_id)
+            .key_id(&self.key_arn)
             .message(Blob::new(req.message))
             .message_type(req.message_type)
             .signing_algorithm(req.algorithm)
             .send()
             .await
-            .map_err(|e| classify("Sign", &self.key_id, e))?;
+            .map_err(|e| classify("Sign", &self.error_key_name(), e))?;
+        // Defence in depth: KMS signs with the key named, so this only fires on an endpoint
+        // that answers with another key.
         if let Some(actual) = out.key_id()
             && !same_key(actual, &self.key_arn)
         {
@@ -529,6 +585,18 @@ mod tests {
     fn der_conversion_refuses_garbage() {
         assert!(jws_signature(Algorithm::ES256, 0, &[0x30, 0x02, 0x01]).is_err());
         assert!(jws_signature(Algorithm::ES384, 0, &[0u8; 96]).is_err());
+    }
+
+    #[test]
+    fn alias_references() {
+        assert!(is_alias("alias/token-signing"));
+        assert!(is_alias(
+            "arn:aws:kms:eu-west-1:111122223333:alias/token-signing"
+        ));
+        assert!(!is_alias("1234abcd-12ab-34cd-56ef-1234567890ab"));
+        assert!(!is_alias(
+            "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        ));
     }
 
     #[test]

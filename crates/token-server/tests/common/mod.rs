@@ -40,6 +40,8 @@ pub(crate) const CALLER: &str = "e2e-caller-token";
 pub(crate) const ISSUER: &str = "https://issuer.e2e.example";
 /// The token endpoint the DPoP proofs are made for.
 pub(crate) const URI: &str = "https://as.example/token";
+/// `KEY_ENCRYPTION_KEY` of the servers on Redis (required there with managed keys).
+pub(crate) const KEK: &str = "4b454b2d6f662d7468652d746573742d666c6565742d33322d62797465732121";
 /// `REFRESH_TOKEN_PEPPER` of the servers on Redis (required there: 32 bytes in hex).
 pub(crate) const PEPPER: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
@@ -74,7 +76,11 @@ pub(crate) fn config(extra: &[(&str, &str)]) -> Config {
 /// The variables of a server on the Redis at `url` (`REDIS_URL` and [`PEPPER`]), with `extra`
 /// on top.
 pub(crate) fn on_redis<'a>(url: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut vars = vec![("REDIS_URL", url), ("REFRESH_TOKEN_PEPPER", PEPPER)];
+    let mut vars = vec![
+        ("REDIS_URL", url),
+        ("REFRESH_TOKEN_PEPPER", PEPPER),
+        ("KEY_ENCRYPTION_KEY", KEK),
+    ];
     vars.extend_from_slice(extra);
     vars
 }
