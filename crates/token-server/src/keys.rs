@@ -57,6 +57,8 @@ pub struct Keys {
     version: Mutex<(u64, Vec<Jwk>)>,
     encoder: RwLock<Option<ActiveEncoder>>,
     jwks_max_age: u64,
+    /// Whether the due rotation of a provided key was logged.
+    due_reported: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Keys {
@@ -133,6 +135,7 @@ impl Keys {
             publisher: JwksPublisher::new(config.jwks_max_age),
             version: Mutex::new((0, Vec::new())),
             encoder: RwLock::new(None),
+            due_reported: std::sync::atomic::AtomicBool::new(false),
             jwks_max_age: config.jwks_max_age,
         };
         keys.republish();
@@ -167,7 +170,11 @@ impl Keys {
         }
         let next = version.0.wrapping_add(1);
         match self.publisher.update(next, &keys) {
-            Ok(_) => *version = (next, keys),
+            Ok(_) => {
+                metrics::gauge!(m::JWKS_KEYS).set(keys.len() as f64);
+                metrics::gauge!(m::JWKS_CHANGED).set(crate::clock::now() as f64);
+                *version = (next, keys);
+            }
             Err(e) => tracing::error!(error = %e, "cannot render the JWK Set"),
         }
     }
@@ -295,10 +302,16 @@ impl Keys {
                     metrics::counter!(m::KEY_TRANSITIONS, "to" => "ring").increment(1);
                     self.republish();
                 }
-                if report.needs_pending_key && alias.is_none() && report.changed {
+                // Once per process: a provided key is never replaced by the server.
+                if report.needs_pending_key
+                    && alias.is_none()
+                    && !self
+                        .due_reported
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
                     tracing::warn!(
-                        "key rotation is due: provide a new key (a new SIGNING_KEY_FILE, or re-point a KMS alias) ; \
-                         the current key keeps signing"
+                        "key rotation is due (KEY_ROTATION_PERIOD): provide the next key (README, Key management: \
+                         move to managed keys or a KMS alias); the current key keeps signing"
                     );
                 }
             }

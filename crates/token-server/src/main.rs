@@ -165,7 +165,7 @@ async fn command(args: &[String]) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    token_server::telemetry::init(LogFormat::Pretty, &config.log_filter);
+    token_server::telemetry::init_for_command(&config.log_filter);
     match token_server::keys::wrap_command(&config, kms_key_id, alg).await {
         Ok(json) => {
             println!("{json}");
@@ -184,7 +184,7 @@ async fn keys_command(op: &str, kid: Option<&str>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    token_server::telemetry::init(LogFormat::Pretty, &config.log_filter);
+    token_server::telemetry::init_for_command(&config.log_filter);
     match token_server::keys::operator_command(&config, op, kid).await {
         Ok(text) => {
             print!("{text}");

@@ -52,6 +52,11 @@ pub const KEY_TRANSITIONS: &str = "token_service_key_transitions_total";
 pub const KEYS_CREATED: &str = "token_service_keys_created_total";
 /// Stored keys this instance refuses (malformed, tampered, wrapped under another key).
 pub const KEYS_REFUSED: &str = "token_service_keys_refused";
+/// Keys in the JWK Set this instance serves.
+pub const JWKS_KEYS: &str = "token_service_jwks_keys";
+/// When this instance last re-rendered its JWK Set (Unix seconds): with managed keys it changes
+/// at least once per `KEY_ROTATION_PERIOD`.
+pub const JWKS_CHANGED: &str = "token_service_jwks_last_change_timestamp_seconds";
 /// Failed reads of the managed keys or of a KMS alias (the current key keeps signing).
 pub const KEY_SYNC_ERRORS: &str = "token_service_key_sync_errors_total";
 

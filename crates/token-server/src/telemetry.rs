@@ -20,3 +20,14 @@ pub fn init(format: LogFormat, filter: &str) {
         LogFormat::Pretty => builder.try_init(),
     };
 }
+
+/// As [`init`] for a subcommand whose standard output is its result (`keys list`, `keys
+/// public`, `keys wrap`): log lines go to standard error.
+pub fn init_for_command(filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -521,3 +521,82 @@ async fn operators_list_rotate_and_retire_keys() {
     );
     let _ = a.child.start_kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_material_in_the_logs_of_a_rotating_fleet() {
+    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = redis.url();
+    let (port, admin) = (free_port().unwrap(), free_port().unwrap());
+    let mut child = fleet_command(&url, KEK, port, admin)
+        .env("RUST_LOG", "trace")
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |pipe: Option<tokio::process::ChildStdout>| {
+        tokio::spawn(async move {
+            let mut s = String::new();
+            if let Some(mut p) = pipe {
+                let _ = tokio::io::AsyncReadExt::read_to_string(&mut p, &mut s).await;
+            }
+            s
+        })
+    };
+    let out_task = drain(child.stdout.take());
+    let mut stderr = child.stderr.take().unwrap();
+    let err_task = tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut s).await;
+        s
+    });
+    let mut client = connect_when_up(port, "a fleet instance at TRACE").await;
+    // Two rotations' worth of key creation, transitions and signing.
+    let started = Instant::now();
+    while stored_generations(&redis).len() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(30), "no rotation");
+        client.generate(generate("trace")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    common::sigterm(&child);
+    child.wait().await.unwrap();
+    let log = out_task.await.unwrap() + &err_task.await.unwrap();
+    assert!(
+        log.contains("signing key transition"),
+        "no transition logged"
+    );
+
+    // Every stored private key, unwrapped here with the fleet's key: none of it in the logs.
+    let kek = token_kms::managed::KeyEncryptionKey::from_hex(KEK).unwrap();
+    let hash = format!("{}keys", token_store_redis::DEFAULT_KEY_PREFIX);
+    let mut secrets = vec![KEK.to_owned()];
+    for (generation, _) in stored_generations(&redis) {
+        let field = format!("gen:{generation:020}");
+        let json = redis
+            .command(&["HGET", &hash, &field])
+            .unwrap()
+            .text()
+            .unwrap();
+        let record = token_kms::managed::KeyRecord::from_json(json.as_bytes()).unwrap();
+        let token_kms::managed::Wrapped::Kek(sealed) = &record.wrapped else {
+            panic!("not wrapped by the key-encryption key")
+        };
+        let key = kek.unwrap(record.alg, &record.kid, sealed).unwrap();
+        let pem = key.to_pkcs8_pem().unwrap();
+        secrets.extend(
+            pem.lines()
+                .filter(|l| !l.starts_with("-----"))
+                .map(str::to_owned),
+        );
+        secrets.push(token_jwt::base64url::encode(key.pkcs8_der()));
+    }
+    for secret in &secrets {
+        // Any 24-character window of a secret would be a leak.
+        for start in (0..secret.len().saturating_sub(24)).step_by(8) {
+            let window = &secret[start..start + 24];
+            assert!(
+                !log.contains(window),
+                "key material in the logs: …{window}…"
+            );
+        }
+    }
+}
