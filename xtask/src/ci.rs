@@ -120,6 +120,16 @@ fn prerequisites(sh: &Shell) -> Result<()> {
         println!("systemd-analyze found");
     }
 
+    if root.join("deploy/prometheus").is_dir() {
+        needed_any = true;
+        // tests/observability.rs checks and unit-tests the alerting rules and the dashboard's
+        // queries with it.
+        if !on_path("promtool") {
+            bail!("`promtool` is not on PATH: install it: apt-get install prometheus");
+        }
+        println!("promtool found");
+    }
+
     if root.join("crates/token-kms").is_dir() {
         needed_any = true;
         // The same environment the tests' moto fixture creates when it is missing: the pinned
