@@ -328,9 +328,21 @@ where
         // are its children.
         let span = tracing::info_span!(
             "request",
+            otel.kind = "server",
             caller = %caller.name,
             rpc = rpc.map_or("", Rpc::name),
         );
+        // With trace export on, the span joins the caller's trace (W3C `traceparent` and
+        // `tracestate`): before it is first entered, as the parent of an OpenTelemetry span is
+        // fixed when that span starts.
+        if crate::telemetry::exporting() && req.headers().contains_key("traceparent") {
+            use opentelemetry::propagation::TextMapPropagator as _;
+            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+            let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new()
+                .extract_with_context(&opentelemetry::Context::new(), &Headers(req.headers()));
+            // An error says the layer is absent or the span disabled: not the caller's fault.
+            let _ = span.set_parent(parent);
+        }
         let mut req = req;
         req.extensions_mut().insert(caller);
         Box::pin(
@@ -341,6 +353,19 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+/// A request's HTTP/2 headers (its gRPC metadata) as an OpenTelemetry carrier.
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
     }
 }
 

@@ -469,6 +469,50 @@ pub mod vars {
         "a tracing `EnvFilter` directive",
         "Log filter",
     );
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub const OTEL_EXPORTER_OTLP_ENDPOINT: Variable = text(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "-",
+        "an `http://host:port` URL",
+        "OpenTelemetry collector (OTLP over gRPC) to export traces to; unset: no export, and no tracing cost",
+    );
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
+    pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: Variable = text(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "-",
+        "an `http://host:port` URL",
+        "As `OTEL_EXPORTER_OTLP_ENDPOINT`, for traces only (takes precedence)",
+    );
+    /// `OTEL_SERVICE_NAME`.
+    pub const OTEL_SERVICE_NAME: Variable = text(
+        "OTEL_SERVICE_NAME",
+        "token-service",
+        "text",
+        "`service.name` of the exported spans",
+    );
+    /// `OTEL_TRACES_SAMPLER`.
+    pub const OTEL_TRACES_SAMPLER: Variable = Variable {
+        name: "OTEL_TRACES_SAMPLER",
+        accepts: Accepts::Choice {
+            default: "parentbased_traceidratio",
+            choices: &[
+                "parentbased_traceidratio",
+                "parentbased_always_on",
+                "parentbased_always_off",
+                "traceidratio",
+                "always_on",
+                "always_off",
+            ],
+        },
+        description: "Which requests' spans are exported; `parentbased_*` follows the caller's `traceparent` decision",
+    };
+    /// `OTEL_TRACES_SAMPLER_ARG`.
+    pub const OTEL_TRACES_SAMPLER_ARG: Variable = text(
+        "OTEL_TRACES_SAMPLER_ARG",
+        "0.1",
+        "a ratio from 0 to 1",
+        "Share of root requests (no sampled `traceparent`) traced by the `*traceidratio` samplers",
+    );
     /// `MAX_CONCURRENT_PER_CALLER`.
     pub const MAX_CONCURRENT_PER_CALLER: Variable = number(
         "MAX_CONCURRENT_PER_CALLER",
@@ -535,6 +579,11 @@ pub const VARIABLES: &[Variable] = &[
     vars::TLS_CLIENT_CA_FILE,
     vars::LOG_FORMAT,
     vars::RUST_LOG,
+    vars::OTEL_EXPORTER_OTLP_ENDPOINT,
+    vars::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    vars::OTEL_SERVICE_NAME,
+    vars::OTEL_TRACES_SAMPLER,
+    vars::OTEL_TRACES_SAMPLER_ARG,
     vars::MAX_CONCURRENT_PER_CALLER,
     vars::MAX_REQUEST_BYTES,
     vars::SHUTDOWN_GRACE_SECONDS,
@@ -637,6 +686,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// OTLP trace export (`OTEL_*`).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct OtlpConfig {
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT` (`http://`).
+    pub endpoint: String,
+    /// `OTEL_SERVICE_NAME`.
+    pub service_name: String,
+    /// `OTEL_TRACES_SAMPLER`.
+    pub sampler: &'static str,
+    /// `OTEL_TRACES_SAMPLER_ARG`.
+    pub ratio: f64,
+}
+
 /// TLS for the gRPC port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -712,6 +775,11 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `RUST_LOG` (checked as an `EnvFilter`).
     pub log_filter: String,
+    /// `OTEL_*`: OTLP trace export, when an endpoint is set.
+    pub otlp: Option<OtlpConfig>,
+    /// `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` as given (reported
+    /// by `config check` even with export off).
+    pub otel_settings: (String, &'static str, f64),
     /// `MAX_CONCURRENT_PER_CALLER`.
     pub max_concurrent_per_caller: usize,
     /// `MAX_REQUEST_BYTES`.
@@ -1124,6 +1192,61 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&log_filter)
             .map_err(|e| err(&RUST_LOG, format!("not a log filter: {e}")))?;
 
+        let endpoint = v
+            .text(&OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+            .map(|e| (&OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, e))
+            .or_else(|| {
+                v.text(&OTEL_EXPORTER_OTLP_ENDPOINT)
+                    .map(|e| (&OTEL_EXPORTER_OTLP_ENDPOINT, e))
+            });
+        let service_name = v
+            .text(&OTEL_SERVICE_NAME)
+            .unwrap_or("token-service")
+            .to_owned();
+        if service_name.trim().is_empty() || service_name.chars().any(char::is_control) {
+            return Err(err(
+                &OTEL_SERVICE_NAME,
+                "must be a name without control characters",
+            ));
+        }
+        let sampler = v.choice(&OTEL_TRACES_SAMPLER)?;
+        let ratio_text = v.text(&OTEL_TRACES_SAMPLER_ARG).unwrap_or("0.1");
+        let ratio: f64 = ratio_text
+            .trim()
+            .parse()
+            .ok()
+            .filter(|r: &f64| (0.0..=1.0).contains(r))
+            .ok_or_else(|| {
+                err(
+                    &OTEL_TRACES_SAMPLER_ARG,
+                    format!("expected a ratio from 0 to 1, got {ratio_text:?}"),
+                )
+            })?;
+        let otlp = match endpoint {
+            None => None,
+            Some((var, endpoint)) => {
+                let endpoint = endpoint.trim();
+                let rest = endpoint.strip_prefix("http://").ok_or_else(|| {
+                    err(
+                        var,
+                        format!(
+                            "expected an http:// URL of an OTLP/gRPC collector (TLS to the collector is not built in; \
+                             run the collector beside the service), got {endpoint:?}"
+                        ),
+                    )
+                })?;
+                if rest.is_empty() || endpoint.parse::<http::Uri>().is_err() {
+                    return Err(err(var, format!("not a URL: {endpoint:?}")));
+                }
+                Some(OtlpConfig {
+                    endpoint: endpoint.to_owned(),
+                    service_name: service_name.clone(),
+                    sampler,
+                    ratio,
+                })
+            }
+        };
+
         let mtls = tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
         if let Some(spec) = callers.iter().flatten().find(|s| {
             matches!(
@@ -1201,6 +1324,8 @@ impl Config {
             tls,
             log_format,
             log_filter,
+            otlp,
+            otel_settings: (service_name, sampler, ratio),
             max_concurrent_per_caller: v.number_as(&MAX_CONCURRENT_PER_CALLER)?,
             max_request_bytes: v.number_as(&MAX_REQUEST_BYTES)?,
             shutdown_grace_seconds: v.number(&SHUTDOWN_GRACE_SECONDS)?,
@@ -1259,6 +1384,15 @@ impl Config {
             },
             "KMS_ENDPOINT_URL" => or_unset(self.kms_endpoint.as_deref()),
             "WRAPPING_KMS_KEY_ID" => or_unset(self.wrapping_key_id.as_deref()),
+            "OTEL_EXPORTER_OTLP_ENDPOINT" | "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" => {
+                self.otlp.as_ref().map_or_else(
+                    || "-".to_owned(),
+                    |o| format!("{} (traces export to)", o.endpoint),
+                )
+            }
+            "OTEL_SERVICE_NAME" => self.otel_settings.0.clone(),
+            "OTEL_TRACES_SAMPLER" => self.otel_settings.1.to_owned(),
+            "OTEL_TRACES_SAMPLER_ARG" => self.otel_settings.2.to_string(),
             "KEY_ENCRYPTION_KEY" => self.key_encryption_key.as_ref().map_or_else(
                 || vars::KEY_ENCRYPTION_KEY.default_text(),
                 |_| SECRET_SET.to_owned(),

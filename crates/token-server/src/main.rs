@@ -27,24 +27,39 @@ async fn main() -> ExitCode {
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
-            token_server::telemetry::init(LogFormat::Pretty, "info");
+            let _ = token_server::telemetry::init(LogFormat::Pretty, "info", None);
             tracing::error!("invalid configuration: {e}");
             eprintln!("token-service: invalid configuration: {e}");
             return ExitCode::from(2);
         }
     };
-    token_server::telemetry::init(config.log_format, &config.log_filter);
+    let tracing = match token_server::telemetry::init(
+        config.log_format,
+        &config.log_filter,
+        config.otlp.as_ref(),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = token_server::telemetry::init(LogFormat::Pretty, "info", None);
+            tracing::error!("invalid OpenTelemetry configuration: {e}");
+            eprintln!("token-service: invalid configuration: OTEL_EXPORTER_OTLP_ENDPOINT: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let server = match token_server::start(config).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot start: {e}");
             eprintln!("token-service: cannot start: {e}");
+            if let Some(t) = tracing {
+                t.shutdown().await;
+            }
             return ExitCode::from(2);
         }
     };
     wait_for_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
-    match server.shutdown().await {
+    let code = match server.shutdown().await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -53,7 +68,12 @@ async fn main() -> ExitCode {
             tracing::error!("shutdown: {e}");
             ExitCode::FAILURE
         }
+    };
+    // After the drain: the last requests' spans are exported too.
+    if let Some(t) = tracing {
+        t.shutdown().await;
     }
+    code
 }
 
 async fn wait_for_signal() {

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use fred::clients::{Client, Pool};
 use fred::interfaces::{ClientLike, ClusterInterface, EventInterface, KeysInterface, LuaInterface};
@@ -268,10 +269,27 @@ impl Conn {
         if let Some(policy) = self.eviction_policy() {
             return Err(Error::EvictionPolicy { policy });
         }
-        match tokio::time::timeout(self.op_timeout, fut).await {
+        // One span per round trip (a NOSCRIPT reload and retry included), at DEBUG: disabled
+        // at this call site unless a subscriber asks for it (the server's trace export does).
+        let span = tracing::debug_span!(
+            "redis",
+            otel.name = op,
+            otel.kind = "client",
+            db.system.name = "redis",
+            db.operation.name = op,
+            otel.status_code = tracing::field::Empty,
+        );
+        let result = match tokio::time::timeout(self.op_timeout, fut)
+            .instrument(span.clone())
+            .await
+        {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout { op }),
+        };
+        if result.is_err() {
+            span.record("otel.status_code", "error");
         }
+        result
     }
 
     /// The next pooled client, preferring connected ones.

@@ -362,7 +362,23 @@ impl KmsSigner {
             Err(open) => Err(open),
             Ok(permit) => {
                 let start = Instant::now();
-                let result = self.call_sign(signing_input).await;
+                // A span per KMS call, at DEBUG: disabled at this call site unless a subscriber
+                // asks for it (the server's trace export does).
+                let span = tracing::debug_span!(
+                    "kms",
+                    otel.name = "KMS.Sign",
+                    otel.kind = "client",
+                    rpc.system = "aws-api",
+                    rpc.service = "KMS",
+                    rpc.method = "Sign",
+                    otel.status_code = tracing::field::Empty,
+                );
+                let result =
+                    tracing::Instrument::instrument(self.call_sign(signing_input), span.clone())
+                        .await;
+                if result.is_err() {
+                    span.record("otel.status_code", "error");
+                }
                 metrics::histogram!("token_kms_sign_seconds").record(start.elapsed().as_secs_f64());
                 let outcome = match &result {
                     Err(e) if e.is_unavailability() => Outcome::Failed,
