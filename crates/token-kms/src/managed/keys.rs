@@ -151,6 +151,16 @@ struct Cache {
     check_verified: bool,
 }
 
+/// The store's fields, sorted into their kinds.
+#[derive(Default)]
+struct Stored {
+    records: Vec<KeyRecord>,
+    retired: HashMap<String, i64>,
+    check: Option<String>,
+    /// Generation fields that do not parse, with the reason.
+    malformed: Vec<(String, String)>,
+}
+
 /// One instance's managed keys.
 ///
 /// Call [`ManagedKeys::sync`] when the store signals a change and periodically (the period is
@@ -258,7 +268,7 @@ impl ManagedKeys {
     pub async fn sync(&self, now: i64) -> Result<SyncReport> {
         let mut cache = self.cache.lock().await;
         let mut report = SyncReport::default();
-        let (mut records, mut retired) = self.load(&mut cache, &mut report).await?;
+        let (mut records, mut retired) = self.load(&mut cache).await?;
         if self.usable_plan(&cache, &records, &retired, now).key_due() {
             let created = self.create(&cache, &records, &retired, now, None).await?;
             if let Some((record, usable)) = created {
@@ -266,7 +276,7 @@ impl ManagedKeys {
                 cache.usable.insert(record.kid.clone(), usable);
             }
             // Won or lost, the store now holds the next generation: read it back.
-            (records, retired) = self.load(&mut cache, &mut report).await?;
+            (records, retired) = self.load(&mut cache).await?;
         }
         report.pruned = self.prune(&records, &retired, now).await?;
         report.transitions = self.install(&cache, records, retired, now);
@@ -297,8 +307,7 @@ impl ManagedKeys {
     /// [`Error::RotationPending`] when a next key already exists; store and wrapping errors.
     pub async fn rotate(&self, now: i64) -> Result<KeyRecord> {
         let mut cache = self.cache.lock().await;
-        let mut report = SyncReport::default();
-        let (records, retired) = self.load(&mut cache, &mut report).await?;
+        let (records, retired) = self.load(&mut cache).await?;
         let p = self.usable_plan(&cache, &records, &retired, now);
         if let Some(pending) = p
             .keys
@@ -334,13 +343,7 @@ impl ManagedKeys {
     /// # Errors
     /// [`Error::UnknownKeyId`] when no record has this `kid`; store errors.
     pub async fn retire(&self, kid: &str, now: i64) -> Result<()> {
-        let fields = self.store.load().await?;
-        let known = fields
-            .iter()
-            .filter(|(f, _)| f.starts_with("gen:"))
-            .filter_map(|(_, v)| KeyRecord::from_json(v.as_bytes()).ok())
-            .any(|r| r.kid == kid);
-        if !known {
+        if !self.read().await?.records.iter().any(|r| r.kid == kid) {
             return Err(Error::UnknownKeyId(kid.to_owned()));
         }
         self.store.put(&retired_field(kid), &now.to_string()).await
@@ -352,45 +355,46 @@ impl ManagedKeys {
     /// # Errors
     /// [`Error::KeyStore`].
     pub async fn list(&self, now: i64) -> Result<(Vec<KeyRecord>, Plan)> {
-        let mut records = Vec::new();
-        let mut retired = HashMap::new();
-        for (field, value) in self.store.load().await? {
-            if let Some(kid) = field.strip_prefix("retired:") {
-                retired.insert(kid.to_owned(), value.trim().parse().unwrap_or(i64::MIN));
-            } else if field.starts_with("gen:")
-                && let Ok(r) = KeyRecord::from_json(value.as_bytes())
-            {
-                records.push(r);
-            }
-        }
+        let Stored {
+            mut records,
+            retired,
+            ..
+        } = self.read().await?;
         records.sort_by_key(|r| r.generation);
         let p = plan(&records, &retired, &self.timing, now);
         Ok((records, p))
     }
 
-    async fn load(
-        &self,
-        cache: &mut Cache,
-        report: &mut SyncReport,
-    ) -> Result<(Vec<KeyRecord>, HashMap<String, i64>)> {
-        let fields = self.store.load().await?;
-        let mut records = Vec::new();
-        let mut retired = HashMap::new();
-        let mut check = None;
-        for (field, value) in fields {
+    /// Every field of the store, sorted into its kinds (nothing unwrapped).
+    async fn read(&self) -> Result<Stored> {
+        let mut stored = Stored::default();
+        for (field, value) in self.store.load().await? {
             if field == CHECK_FIELD {
-                check = Some(value);
+                stored.check = Some(value);
             } else if let Some(kid) = field.strip_prefix("retired:") {
-                retired.insert(kid.to_owned(), value.trim().parse().unwrap_or(i64::MIN));
+                // An unreadable time counts as retired since ever: fail safe.
+                let at = value.trim().parse().unwrap_or(i64::MIN);
+                stored.retired.insert(kid.to_owned(), at);
             } else if field.starts_with("gen:") {
                 match KeyRecord::from_json(value.as_bytes()) {
-                    Ok(r) => records.push(r),
-                    Err(e) => {
-                        cache.refused.insert(field.clone(), e.to_string());
-                    }
+                    Ok(r) => stored.records.push(r),
+                    Err(e) => stored.malformed.push((field, e.to_string())),
                 }
             }
         }
+        Ok(stored)
+    }
+
+    /// [`ManagedKeys::read`], the wrapping key checked, and every record not seen before
+    /// unwrapped (or refused) into `cache`.
+    async fn load(&self, cache: &mut Cache) -> Result<(Vec<KeyRecord>, HashMap<String, i64>)> {
+        let Stored {
+            records,
+            retired,
+            check,
+            malformed,
+        } = self.read().await?;
+        cache.refused.extend(malformed);
         self.check_wrapping_key(cache, check).await?;
         for r in &records {
             if cache.usable.contains_key(&r.kid) || cache.refused.contains_key(&r.kid) {
@@ -412,10 +416,16 @@ impl ManagedKeys {
                 }
             }
         }
-        let _ = report;
         Ok((records, retired))
     }
 
+    #[cfg_attr(
+        not(feature = "aws"),
+        allow(
+            clippy::infallible_destructuring_match,
+            reason = "without `aws` the key-encryption key is the only wrapper"
+        )
+    )]
     async fn check_wrapping_key(&self, cache: &mut Cache, check: Option<String>) -> Result<()> {
         let kek = match &self.wrapper {
             Wrapper::Kek(kek) => kek,
