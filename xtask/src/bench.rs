@@ -6,11 +6,14 @@
 //! 1. the criterion benches of token-jwt and token-dpop (they time their raw aws-lc-rs and
 //!    RustCrypto primitives in the same groups);
 //! 2. the raw primitives the server is compared with (`token-loadgen primitives`: ES256 and
-//!    Ed25519 with aws-lc-rs, one Redis `PING` round trip);
+//!    Ed25519 with aws-lc-rs, one Redis `PING` round trip, and the CPU of one store round trip
+//!    through token-store-redis);
 //! 3. every `token-loadgen` scenario against a release build of the server with a real
 //!    `redis-server`, 64 requests in flight over 4 HTTP/2 connections, with the server's CPU
 //!    time per request and peak RSS read from `/proc`, and the gRPC health `Check` (a no-op)
-//!    as the framework's ceiling; then one open-loop run at a fixed rate;
+//!    as the framework's ceiling; each scenario's floor ([`crate::floor`]) and, for those
+//!    above their target, a `perf` profile of where the rest goes; then one open-loop run at
+//!    a fixed rate;
 //! 4. signing through the local KMS emulator (moto), by a KMS key and by a KMS-wrapped key.
 //!
 //! Every figure is reported as measured and as a ratio to its primitive, and checked against
@@ -106,6 +109,34 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         let report = load(&loadgen, &server, &redis, scenario, &durations, &[])?;
         scenarios.insert((*scenario).to_owned(), report);
     }
+    let floors = crate::floor::floors(&scenarios, &primitives);
+    let mut profiles = serde_json::Map::new();
+    let missed = crate::floor::missed(&floors);
+    if !missed.is_empty() {
+        heading("perf profiles of the scenarios above their floor target");
+    }
+    for scenario in &missed {
+        let seconds = format!(
+            "{}",
+            durations.warmup.parse::<f64>().unwrap_or(1.0)
+                + durations.measure.parse::<f64>().unwrap_or(4.0)
+        );
+        let data = out.join(format!("perf-{scenario}.data"));
+        match crate::floor::profile(server.pid()?, &data, &seconds, || {
+            load(&loadgen, &server, &redis, scenario, &durations, &[])
+        }) {
+            Ok(shares) => {
+                profiles.insert(scenario.clone(), json!(shares));
+            }
+            Err(e) => {
+                println!("no profile of {scenario}: {e:#}");
+                profiles.insert(
+                    scenario.clone(),
+                    json!([[format!("no profile: {e:#}"), 0.0]]),
+                );
+            }
+        }
+    }
     let refresh_rate = scenarios
         .get("refresh")
         .and_then(|r| r["throughput"].as_f64())
@@ -140,6 +171,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         "criterion_median_ns": criterion,
         "primitives": primitives,
         "scenarios": scenarios,
+        "floors": floors,
+        "profiles": profiles,
         "open_loop": open_loop,
         "server_peak_rss_kib": peak_rss_kib,
         "kms": kms,
@@ -352,6 +385,18 @@ fn checks(r: &Value) -> Vec<Check> {
         crit("dpop/ES256/raw verify/aws-lc-rs"),
         1.3,
     );
+    if let Some(floors) = r["floors"].as_object() {
+        for (scenario, f) in floors {
+            if let Some(target) = f["target"].as_f64() {
+                ratio(
+                    &format!("server CPU per {scenario} ÷ its floor"),
+                    f["cpu_us_per_request"].as_f64(),
+                    f["floor_us"].as_f64(),
+                    target,
+                );
+            }
+        }
+    }
     let sign = num(r, "primitives.es256_sign_us");
     ratio(
         "server CPU per GenerateTokens ÷ raw ES256 sign",
@@ -455,12 +500,14 @@ fn markdown(r: &Value) -> String {
     let _ = writeln!(
         md,
         "Raw primitives in this run (aws-lc-rs): ES256 sign {} µs, verify {} µs; Ed25519 sign \
-         {} µs, verify {} µs; Redis PING round trip {} µs.\n",
+         {} µs, verify {} µs; Redis PING round trip {} µs (wall), {} µs of CPU per store round \
+         trip through token-store-redis.\n",
         f(&p["es256_sign_us"]),
         f(&p["es256_verify_us"]),
         f(&p["ed25519_sign_us"]),
         f(&p["ed25519_verify_us"]),
         f(&p["redis_round_trip_us"]),
+        f(&p["store_round_trip_cpu_us"]),
     );
     let _ = writeln!(
         md,
@@ -507,6 +554,7 @@ fn markdown(r: &Value) -> String {
                 .map_or("n/a".into(), |(a, b)| format!("{:.1}x", a / b)),
         );
     }
+    crate::floor::markdown(&mut md, r);
     let _ = writeln!(
         md,
         "\n## Targets\n\n| check | measured | target | met |\n|---|---:|---:|:---:|"

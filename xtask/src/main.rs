@@ -34,6 +34,7 @@ mod bench;
 mod ci;
 mod codegen;
 mod deny;
+mod floor;
 mod fuzz;
 mod manifest;
 mod modgraph;

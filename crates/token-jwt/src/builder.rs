@@ -147,12 +147,19 @@ impl AccessTokenBuilder {
     }
 }
 
-/// 128 random bits from the OS CSPRNG as 22 base64url characters.
+/// 128 random bits as 22 base64url characters: an identifier (`jti`), not a secret.
+///
+/// The bits come from `rand`'s thread-local ChaCha12 CSPRNG, seeded from the OS and reseeded
+/// from it every 64 KiB of output, so minting a token costs no system call. Secrets (refresh
+/// tokens, nonce keys) are drawn from the OS directly, by their own crates.
 ///
 /// # Errors
-/// [`Error::Random`].
+/// [`Error::Random`] if the generator cannot be seeded from the OS.
 pub fn random_id() -> Result<String> {
+    use rand::RngCore as _;
     let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes).map_err(|_| Error::Random)?;
+    rand::thread_rng()
+        .try_fill_bytes(&mut bytes)
+        .map_err(|_| Error::Random)?;
     Ok(b64::encode(bytes))
 }

@@ -222,7 +222,11 @@ impl Claims {
     /// # Errors
     /// [`Error::Serialize`] (only if a custom claim cannot be serialized).
     pub fn to_json(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(self).map_err(|_| Error::Serialize)
+        // An access token's claims are a few hundred bytes: one allocation, not a doubling
+        // series of them.
+        let mut out = Vec::with_capacity(512);
+        serde_json::to_writer(&mut out, self).map_err(|_| Error::Serialize)?;
+        Ok(out)
     }
 
     /// Reads claims from a parsed JSON object, checking the type of every registered claim.

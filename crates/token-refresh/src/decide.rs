@@ -56,6 +56,12 @@ pub struct RotateRequest {
     pub requested_scopes: Option<Vec<String>>,
     /// The audiences asked for (deduplicated), or `None` for all of the family's audiences.
     pub requested_audience: Option<Vec<String>>,
+    /// Whether the next access token must name an audience of the grant: set when the caller
+    /// has no default audience to mint with. A request whose token would have none (the
+    /// family has no audience, a family stored before grants kept theirs, and none is
+    /// requested) is then refused as `AudienceExceeded`, family untouched, in the same
+    /// decision: no separate read before the rotation.
+    pub require_audience: bool,
     /// The keyed hash of the successor token, current after a rotation.
     pub new_hash: TokenHash,
     /// The successor sealed under the presented token, kept for grace retries; `Some` exactly
@@ -173,6 +179,11 @@ fn audience_allowed(family: &Family, requested: Option<&[String]>) -> bool {
     requested.is_none_or(|req| req.iter().all(|a| family.audience.contains(a)))
 }
 
+/// Whether the next token would name no audience (the requested ones, else the family's).
+fn audience_missing(family: &Family, requested: Option<&[String]>) -> bool {
+    requested.unwrap_or(&family.audience).is_empty()
+}
+
 fn client_matches(family: &Family, presented: &str) -> bool {
     family
         .client_id
@@ -198,7 +209,8 @@ fn client_matches(family: &Family, presented: &str) -> bool {
 ///    can use no token of the family, and must not be able to revoke it either). An unbound
 ///    family accepts any or no key and stays unbound.
 /// 6. **Current token**: requested scopes not a subset of the family's → `ScopeExceeded`;
-///    requested audiences not a subset → `AudienceExceeded`; otherwise **`Rotated`**: generation + 1, the current hash moves to the end of `rotated`
+///    requested audiences not a subset, or no audience at all for the next token while
+///    [`RotateRequest::require_audience`] is set → `AudienceExceeded`; otherwise **`Rotated`**: generation + 1, the current hash moves to the end of `rotated`
 ///    (dropping the oldest beyond [`MAX_ROTATED_HASHES`]), `new_hash` becomes current,
 ///    `rotated_at = now`, `idle_expires_at = min(now + idle_ttl, absolute_expires_at)` (the
 ///    absolute expiry never moves), and `grace` is replaced by
@@ -230,7 +242,9 @@ pub fn decide(family: &Family, req: &RotateRequest) -> RotateOutcome {
     }
     let narrowing = if !scopes_allowed(family, req.requested_scopes.as_deref()) {
         Some(RotateOutcome::ScopeExceeded)
-    } else if !audience_allowed(family, req.requested_audience.as_deref()) {
+    } else if !audience_allowed(family, req.requested_audience.as_deref())
+        || (req.require_audience && audience_missing(family, req.requested_audience.as_deref()))
+    {
         Some(RotateOutcome::AudienceExceeded)
     } else {
         None
@@ -441,6 +455,7 @@ mod tests {
             presented_jkt: None,
             requested_scopes: None,
             requested_audience: None,
+            require_audience: false,
             new_hash: new,
             sealed_successor: None,
             now,
@@ -510,6 +525,41 @@ mod tests {
             ),
             (&f.scopes, &f.audience, &f.claims_json, f.access_ttl)
         );
+    }
+
+    #[test]
+    fn a_grant_without_audience_is_refused_only_when_one_is_required() {
+        let mut f = family();
+        f.audience.clear();
+        let mut r = req(h(1), h(2), 5);
+        assert!(matches!(decide(&f, &r), RotateOutcome::Rotated(_)));
+        r.require_audience = true;
+        assert_eq!(decide(&f, &r), RotateOutcome::AudienceExceeded);
+        // An empty requested list names no audience either.
+        r.requested_audience = Some(vec![]);
+        assert_eq!(decide(&f, &r), RotateOutcome::AudienceExceeded);
+        // A grant with audiences satisfies it, narrowed or not.
+        let f = family();
+        r.requested_audience = None;
+        assert!(matches!(decide(&f, &r), RotateOutcome::Rotated(_)));
+        r.requested_audience = Some(vec!["https://b".into()]);
+        assert!(matches!(decide(&f, &r), RotateOutcome::Rotated(_)));
+        // The previous token's grace retry is refused the same way, and nothing changes.
+        let mut f = family();
+        f.audience.clear();
+        f.grace = Some(crate::GraceState {
+            previous_hash: h(0),
+            sealed_successor: crate::SealedSuccessor::from_bytes(vec![1]).unwrap(),
+            uses: 0,
+            rotated_at: 4,
+        });
+        let mut retry = req(h(0), h(2), 5);
+        retry.grace = GracePolicy {
+            window: 10,
+            max_uses: 1,
+        };
+        retry.require_audience = true;
+        assert_eq!(decide(&f, &retry), RotateOutcome::AudienceExceeded);
     }
 
     #[test]

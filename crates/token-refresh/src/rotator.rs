@@ -56,6 +56,7 @@ pub struct RotatorConfig {
     grace_window: i64,
     grace_max_uses: u32,
     max_access_token_lifetime: i64,
+    require_audience: bool,
 }
 
 impl RotatorConfig {
@@ -94,6 +95,12 @@ impl RotatorConfig {
         self.max_access_token_lifetime
     }
 
+    /// Whether a refresh whose token would name no audience is refused
+    /// ([`RotateRequest::require_audience`]).
+    pub fn require_audience(&self) -> bool {
+        self.require_audience
+    }
+
     /// The grace policy these settings stand for.
     pub fn grace(&self) -> GracePolicy {
         if self.grace_window > 0 && self.grace_max_uses > 0 {
@@ -115,6 +122,7 @@ impl Default for RotatorConfig {
             grace_window: 0,
             grace_max_uses: 1,
             max_access_token_lifetime: secs(DEFAULT_MAX_ACCESS_TOKEN_LIFETIME),
+            require_audience: false,
         }
     }
 }
@@ -169,6 +177,17 @@ impl RotatorConfigBuilder {
     pub fn max_access_token_lifetime(mut self, d: Duration) -> Self {
         self.config.max_access_token_lifetime =
             self.duration(d, "access-token lifetime over 10 years");
+        self
+    }
+
+    /// Refuse a refresh whose access token would name no audience: none requested and none in
+    /// the grant (a family stored before grants kept their audience). Set it when the caller
+    /// has no default audience to mint such a token with (default off). The refusal
+    /// ([`Error::AudienceExceeded`], `invalid_target`) is part of the rotation's one atomic
+    /// decision: the family is untouched and the token still works once an audience is
+    /// requested, and no read of the family precedes the rotation.
+    pub fn require_audience(mut self, required: bool) -> Self {
+        self.config.require_audience = required;
         self
     }
 
@@ -474,6 +493,7 @@ impl Rotator {
             presented_jkt,
             requested_scopes: requested,
             requested_audience,
+            require_audience: self.config.require_audience,
             new_hash: self.pepper.hash(&successor),
             sealed_successor,
             now,

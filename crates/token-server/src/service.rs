@@ -512,22 +512,9 @@ impl TokenService for TokenServiceImpl {
                     }
                 }
             }
-            if self.state.config.default_audience.is_empty() && r.audience.is_empty() {
-                // A family stored before grants kept their audience has none, and without
-                // DEFAULT_AUDIENCE its next token would have no `aud`: refused before anything
-                // rotates (one read, only in this configuration).
-                let family = store_op("get", self.state.rotator.family(&presented.family_id()))
-                    .await
-                    .map_err(|e| status::refresh(&e))?;
-                if family.is_some_and(|f| f.audience.is_empty()) {
-                    return Err(status::with_oauth_error(
-                        Status::invalid_argument(
-                            "audience is required: the grant names none and DEFAULT_AUDIENCE is unset",
-                        ),
-                        "invalid_target",
-                    ));
-                }
-            }
+            // A family stored before grants kept their audience has none; without
+            // DEFAULT_AUDIENCE its next token would have no `aud`. The rotation refuses that
+            // itself, family untouched (the rotator's `require_audience`): no read first.
             let jkt = self.dpop_jkt(r.dpop.as_ref(), now).await?;
             let requested = (!r.scopes.is_empty()).then_some(r.scopes.as_slice());
             let requested_audience = (!r.audience.is_empty()).then_some(r.audience.as_slice());
@@ -550,6 +537,18 @@ impl TokenService for TokenServiceImpl {
                     if matches!(e, token_refresh::Error::ReuseDetected) {
                         metrics::counter!(m::FAMILIES_REVOKED, "reason" => "reuse").increment(1);
                         tracing::warn!("refresh token reuse: the family was revoked");
+                    }
+                    if matches!(e, token_refresh::Error::AudienceExceeded)
+                        && requested_audience.is_none()
+                    {
+                        // Only a grant without any audience, with no DEFAULT_AUDIENCE, is
+                        // refused for an audience it was not asked for.
+                        return Err(status::with_oauth_error(
+                            Status::invalid_argument(
+                                "audience is required: the grant names none and DEFAULT_AUDIENCE is unset",
+                            ),
+                            "invalid_target",
+                        ));
                     }
                     return Err(status::refresh(&e));
                 }

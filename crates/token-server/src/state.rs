@@ -116,6 +116,9 @@ impl AppState {
             .grace_window(secs(config.grace_seconds))
             .grace_max_uses(config.grace_max_uses)
             .max_access_token_lifetime(secs(listed_for))
+            // Without DEFAULT_AUDIENCE a grant with no audience cannot mint a token: refused
+            // by the rotation itself (RFC 9068 section 2.2), family untouched.
+            .require_audience(config.default_audience.is_empty())
             .build()
             .map_err(|e| ConfigError::new("REFRESH_TOKEN_TTL", e.to_string()))?;
         let rotator = Rotator::new(store, pepper, rotator_config);

@@ -3368,23 +3368,41 @@ async fn a_family_stored_before_grants_were_kept_still_mints_tokens_with_an_audi
     h.server.shutdown().await.unwrap();
 
     let mut h = harness(&on_redis(&url, &[("DEFAULT_AUDIENCE", "")])).await;
-    match h
+    let (_, before) = stored_family(&redis, &legacy[1].family_id);
+    let e = h
         .refresh_with(refresh_as(&legacy[1].refresh_token, "web"))
         .await
-    {
-        Ok(r) => {
-            let c = payload(&r.into_inner().access_token);
-            assert!(
-                c.get("aud")
-                    .is_some_and(|a| !audiences(&c).is_empty() && a != &json!([])),
-                "a token without an audience was minted: {c}"
-            );
-        }
-        Err(e) => assert_eq!(
-            refusal(&e),
-            (Code::InvalidArgument, "invalid_target"),
-            "{e:?}"
-        ),
-    }
+        .expect_err("a token without an audience would have been minted");
+    assert_eq!(
+        refusal(&e),
+        (Code::InvalidArgument, "invalid_target"),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.message(),
+        "audience is required: the grant names none and DEFAULT_AUDIENCE is unset"
+    );
+    // Refused by the rotation itself: nothing rotated.
+    let (_, after) = stored_family(&redis, &legacy[1].family_id);
+    assert_eq!(before, after, "the refusal changed the family");
+    let named = h
+        .refresh_with(RefreshTokensRequest {
+            audience: vec!["https://api.example".into()],
+            ..refresh_as(&legacy[1].refresh_token, "web")
+        })
+        .await;
+    // The legacy grant has no audience, so naming one is beyond it: refused the same way,
+    // and still nothing rotated.
+    assert_eq!(
+        refusal(&named.expect_err("an audience beyond the grant")),
+        (Code::InvalidArgument, "invalid_target")
+    );
+    assert_eq!(stored_family(&redis, &legacy[1].family_id).1, before);
+    h.server.shutdown().await.unwrap();
+
+    // With DEFAULT_AUDIENCE back, the same token refreshes: the grant was never lost.
+    let mut h = harness(&on_redis(&url, &[])).await;
+    let next = h.rotate(&legacy[1].refresh_token).await;
+    assert_eq!(audiences(&payload(&next.access_token)), ["https://api.example"]);
     h.server.shutdown().await.unwrap();
 }

@@ -71,7 +71,7 @@ impl Scripts {
 /// | --- | --- |
 /// | `rotate` | one `EVALSHA` (read, decide, write, list and publish on reuse) |
 /// | `revoke_family` | one `EVALSHA` (a tombstone for a forgotten family too) |
-/// | `create` | `SET NX PX` of the family, then one `EVALSHA` on the subject index |
+/// | `create` | one `EVALSHA` (the family's `SET NX PX` and its subject index); on a Cluster, where the two keys are on different slots, `SET NX PX` then the `EVALSHA` |
 /// | `get`, `is_revoked` | one `GET` |
 /// | `families_of` | one `ZRANGE` |
 /// | `revoke_subject` | one `ZRANGE`, then one `EVALSHA` per family |
@@ -188,6 +188,26 @@ impl RedisStore {
         self.inner.conn.pool.is_connected()
     }
 
+    /// One `PING` through the command pool, under the operation deadline (and refused, like
+    /// every operation, while Redis may evict keys): a live check for readiness probes, and
+    /// the cheapest round trip this store can make, which benchmarks use as the unit cost of
+    /// the store.
+    ///
+    /// # Errors
+    /// [`Error::Command`], [`Error::Timeout`] or [`Error::EvictionPolicy`].
+    pub async fn ping(&self) -> Result<(), Error> {
+        use fred::interfaces::ClientLike;
+        let conn = &self.inner.conn;
+        conn.timed("ping", async {
+            conn.client()
+                .ping::<String>(None)
+                .await
+                .map(drop)
+                .map_err(|e| Error::command("ping", e))
+        })
+        .await
+    }
+
     /// The `maxmemory-policy` for which this store now refuses every operation
     /// ([`Error::EvictionPolicy`]), if any: a policy other than `noeviction` that the check
     /// after a reconnect found on a primary (a Redis that has one at connect is refused
@@ -262,6 +282,7 @@ struct RotateArgs<'a> {
     presented_jkt: Option<&'a str>,
     requested_scopes: Option<&'a [String]>,
     requested_audience: Option<&'a [String]>,
+    require_audience: bool,
     new_hash: &'a TokenHash,
     sealed_successor: Option<&'a SealedSuccessor>,
     now: i64,
@@ -310,27 +331,40 @@ impl RedisStore {
         let conn = &self.inner.conn;
         let json = to_json(family)?;
         let ttl = ttl_ms(family.expires_at(), family.created_at, conn.margin_ms);
-        let created = conn
-            .set_nx_px("create", conn.keys.family(&family.id), json, ttl)
-            .await?;
-        if !created {
-            return Err(token_refresh::Error::FamilyExists);
+        let mut keys = vec![conn.keys.subject(&family.subject)];
+        let mut args = vec![
+            family.id.to_string(),
+            family.absolute_expires_at.to_string(),
+            family.created_at.to_string(),
+            conn.margin_ms.to_string(),
+        ];
+        if conn.clustered {
+            // The family and the subject index are on different slots: two steps, the family
+            // first. If the index fails the caller gets an error and hands out no token for
+            // this family (which then expires unused).
+            let created = conn
+                .set_nx_px("create", conn.keys.family(&family.id), json, ttl)
+                .await?;
+            if !created {
+                return Err(token_refresh::Error::FamilyExists);
+            }
+        } else {
+            // One round trip: the script creates the family and indexes it.
+            keys.push(conn.keys.family(&family.id));
+            args.extend([json, ttl.to_string()]);
         }
-        // The subject index is another key (another slot): a second, separate step. If it
-        // fails the caller gets an error and hands out no token for this family.
-        conn.eval(
-            "create",
-            &self.inner.scripts.index,
-            vec![conn.keys.subject(&family.subject)],
-            vec![
-                family.id.to_string(),
-                family.absolute_expires_at.to_string(),
-                family.created_at.to_string(),
-                conn.margin_ms.to_string(),
-            ],
-        )
-        .await?;
-        Ok(())
+        let reply = conn
+            .eval("create", &self.inner.scripts.index, keys, args)
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(()),
+            Some("exists") => Err(token_refresh::Error::FamilyExists),
+            _ => Err(Error::unexpected(
+                "create",
+                "the index script answered neither ok nor exists",
+            )
+            .into()),
+        }
     }
 
     async fn get_impl(&self, id: &FamilyId) -> Result<Option<Family>, token_refresh::Error> {
@@ -352,6 +386,7 @@ impl RedisStore {
             presented_jkt: req.presented_jkt.as_deref(),
             requested_scopes: req.requested_scopes.as_deref(),
             requested_audience: req.requested_audience.as_deref(),
+            require_audience: req.require_audience,
             new_hash: &req.new_hash,
             sealed_successor: req.sealed_successor.as_ref(),
             now: req.now,

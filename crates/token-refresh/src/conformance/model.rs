@@ -1216,7 +1216,13 @@ pub fn decide_cases() -> impl Strategy<Value = (Family, RotateRequest)> {
     (
         family_strategy(),
         0u8..=7,
-        (case_client_strategy(), jkt, requested, requested_audience),
+        (
+            case_client_strategy(),
+            jkt,
+            requested,
+            requested_audience,
+            any::<bool>(),
+        ),
         995i64..1010,
         1i64..30,
         prop_oneof![Just(0i64), 1i64..15],
@@ -1226,7 +1232,7 @@ pub fn decide_cases() -> impl Strategy<Value = (Family, RotateRequest)> {
             |(
                 family,
                 presented,
-                (client_id, presented_jkt, requested_scopes, requested_audience),
+                (client_id, presented_jkt, requested_scopes, requested_audience, require_audience),
                 now,
                 idle_ttl,
                 window,
@@ -1247,6 +1253,7 @@ pub fn decide_cases() -> impl Strategy<Value = (Family, RotateRequest)> {
                     presented_jkt,
                     requested_scopes,
                     requested_audience,
+                    require_audience,
                     new_hash: hash(200),
                     sealed_successor: grace
                         .is_enabled()

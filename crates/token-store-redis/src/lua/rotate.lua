@@ -81,6 +81,14 @@ if not subset(r.requested_scopes, f.scopes) then
   narrowing = 'scope_exceeded'
 elseif not subset(r.requested_audience, f.audience) then
   narrowing = 'audience_exceeded'
+elseif r.require_audience then
+  -- The next token's audience: the requested one, else the family's (absent in a family
+  -- stored before grants kept their audience). None at all is refused, family untouched.
+  local next_audience = r.requested_audience
+  if is_null(next_audience) then next_audience = f.audience end
+  if is_null(next_audience) or #next_audience == 0 then
+    narrowing = 'audience_exceeded'
+  end
 end
 local grace_on = r.grace_window > 0 and r.grace_max_uses > 0
 

@@ -1,0 +1,453 @@
+//! The floor of each load scenario (what a request cannot avoid, from primitives measured in
+//! the same run) and, where the server spends more than its target, a `perf` profile of where
+//! the rest goes. Part of `cargo xtask bench`.
+//!
+//! A request's floor is the sum of:
+//! - the framework's own cost: the server CPU of the no-op gRPC health `Check` at the same
+//!   concurrency;
+//! - the raw cryptography it needs: aws-lc-rs ES256 signatures and verifications;
+//! - the store round trips the design needs at minimum, each at the CPU this machine spends on
+//!   one `PING` through token-store-redis (the server's own client and pool, 64 in flight).
+#![allow(
+    clippy::indexing_slicing,
+    reason = "indexing a serde_json::Value by key yields Null when the key is missing: it never panics"
+)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+/// What one request of a scenario cannot avoid.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Needs {
+    /// ES256 signatures (the access token).
+    pub(crate) signs: f64,
+    /// ES256 verifications (a DPoP proof, an access token).
+    pub(crate) verifies: f64,
+    /// Store round trips.
+    pub(crate) round_trips: f64,
+    /// Why, in a line of the report.
+    pub(crate) why: &'static str,
+}
+
+const fn needs(signs: f64, verifies: f64, round_trips: f64, why: &'static str) -> Needs {
+    Needs {
+        signs,
+        verifies,
+        round_trips,
+        why,
+    }
+}
+
+/// Every timed scenario's needs and its target ratio (CPU per request ÷ floor), from the
+/// performance issue. `mixed` is 1 generate : 10 refresh : 50 validate-dpop, weighted.
+pub(crate) fn scenario_needs(scenario: &str) -> Option<(Needs, Option<f64>)> {
+    let generate = needs(1.0, 0.0, 1.0, "1 sign; write the new family");
+    let refresh = needs(1.0, 0.0, 1.0, "1 sign; rotate (one atomic script)");
+    let validate = needs(
+        0.0,
+        2.0,
+        2.0,
+        "verify proof and access token; replay-cache insert, revocation check",
+    );
+    Some(match scenario {
+        "generate" => (generate, Some(1.3)),
+        "refresh" => (refresh, Some(1.3)),
+        "generate-dpop" => (
+            needs(
+                1.0,
+                1.0,
+                2.0,
+                "1 sign, verify proof; replay-cache insert, write the family",
+            ),
+            Some(1.4),
+        ),
+        "refresh-dpop" => (
+            needs(
+                1.0,
+                1.0,
+                2.0,
+                "1 sign, verify proof; replay-cache insert, rotate",
+            ),
+            Some(1.4),
+        ),
+        "validate-dpop" => (validate, Some(1.4)),
+        "introspect" => (
+            needs(0.0, 1.0, 1.0, "verify the access token; revocation check"),
+            Some(1.4),
+        ),
+        "mixed" => {
+            let w = |f: fn(&Needs) -> f64| {
+                (f(&generate) + 10.0 * f(&refresh) + 50.0 * f(&validate)) / 61.0
+            };
+            (
+                needs(
+                    w(|n| n.signs),
+                    w(|n| n.verifies),
+                    w(|n| n.round_trips),
+                    "1 generate : 10 refresh : 50 validate-dpop",
+                ),
+                None,
+            )
+        }
+        _ => return None,
+    })
+}
+
+/// The floor of every scenario in `scenarios` (`token-loadgen` reports by name) from the
+/// run's `primitives`: per scenario its CPU per request, the floor's components, the ratio
+/// and the target.
+pub(crate) fn floors(scenarios: &BTreeMap<String, Value>, primitives: &Value) -> Value {
+    let noop = scenarios
+        .get("health")
+        .and_then(|h| h["server"]["cpu_us_per_request"].as_f64());
+    let sign = primitives["es256_sign_us"].as_f64();
+    let verify = primitives["es256_verify_us"].as_f64();
+    let round_trip = primitives["store_round_trip_cpu_us"].as_f64();
+    let mut out = serde_json::Map::new();
+    for (name, report) in scenarios {
+        let Some((n, target)) = scenario_needs(name) else {
+            continue;
+        };
+        let cpu = report["server"]["cpu_us_per_request"].as_f64();
+        let crypto = sign.zip(verify).map(|(s, v)| n.signs * s + n.verifies * v);
+        let store = round_trip.map(|r| n.round_trips * r);
+        let floor = noop.zip(crypto).zip(store).map(|((a, b), c)| a + b + c);
+        let ratio = cpu.zip(floor).map(|(c, f)| c / f);
+        out.insert(
+            name.clone(),
+            json!({
+                "cpu_us_per_request": cpu,
+                "floor_us": floor,
+                "ratio": ratio,
+                "target": target,
+                "met": ratio.zip(target).map(|(r, t)| r <= t),
+                "components": {
+                    "noop_request_us": noop,
+                    "crypto_us": crypto,
+                    "store_us": store,
+                    "es256_signs": n.signs,
+                    "es256_verifies": n.verifies,
+                    "store_round_trips": n.round_trips,
+                    "why": n.why,
+                },
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+/// Scenarios whose ratio misses its target, in `floors`.
+pub(crate) fn missed(floors: &Value) -> Vec<String> {
+    floors
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, f)| f["met"] == json!(false))
+                .map(|(name, _)| name.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Where the server's CPU goes, by the symbol each `perf` sample landed in, grouped into these
+/// buckets (the first matching pattern wins; symbols are demangled Rust paths, C functions of
+/// aws-lc and libc, or kernel functions marked `[k]`).
+const BUCKETS: &[(&str, &[&str])] = &[
+    ("kernel (syscalls, loopback TCP, scheduling)", &["[k]"]),
+    (
+        "cryptography (aws-lc-rs)",
+        &[
+            "aws_lc",
+            "ecp_nistz256",
+            "p256",
+            "ec_GFp",
+            "bn_",
+            "sha256",
+            "sha512",
+            "ed25519",
+            "x25519",
+            "fiat_",
+            "ecdsa",
+            "ECDSA",
+            "EC_",
+            "BN_",
+            "SHA",
+            "HMAC",
+            "CRYPTO_",
+        ],
+    ),
+    (
+        "allocator (mimalloc)",
+        &["mi_", "mimalloc", "_mi_", "malloc", "free", "realloc"],
+    ),
+    (
+        "memcpy, memset (libc)",
+        &["memcpy", "memmove", "memset", "memcmp"],
+    ),
+    (
+        "Redis client (fred, RESP)",
+        &["fred::", "redis_protocol", "<fred"],
+    ),
+    (
+        "HTTP/2, gRPC (h2, hyper, tonic, tower, prost)",
+        &[
+            "h2::", "<h2", "hyper", "tonic", "tower", "prost", "http::", "<http", "bytes::",
+            "<bytes",
+        ],
+    ),
+    (
+        "async runtime (tokio)",
+        &["tokio", "parking_lot", "crossbeam", "std::sys", "futures_"],
+    ),
+    (
+        "JSON, base64 (serde_json, base64)",
+        &["serde_json", "serde::", "<serde", "base64", "ryu", "itoa"],
+    ),
+    (
+        "tracing and metrics",
+        &["tracing", "metrics", "quanta", "sketches", "<metrics"],
+    ),
+    (
+        "token-service's own code",
+        &[
+            "token_server",
+            "token_jwt",
+            "token_dpop",
+            "token_refresh",
+            "token_store_redis",
+            "token_kms",
+            "token_jwks",
+        ],
+    ),
+];
+
+/// The bucket of one `perf report` symbol.
+fn bucket(symbol: &str) -> &'static str {
+    BUCKETS
+        .iter()
+        .find(|(_, patterns)| patterns.iter().any(|p| symbol.contains(p)))
+        .map_or("other (std, core, unresolved)", |(name, _)| name)
+}
+
+/// Records the server (`pid`) with `perf` while `load` runs, and returns the share of its
+/// samples per bucket, largest first. `perf` runs as long as the load (`seconds`).
+pub(crate) fn profile(
+    pid: u32,
+    data: &Path,
+    seconds: &str,
+    load: impl FnOnce() -> Result<Value>,
+) -> Result<Vec<(String, f64)>> {
+    let mut record = Command::new("perf")
+        .args(["record", "-F", "1999", "-p", &pid.to_string(), "-o"])
+        .arg(data)
+        .args(["--", "sleep", seconds])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting `perf record` (Debian package linux-perf)")?;
+    let loaded = load();
+    let status = record.wait().context("waiting for `perf record`")?;
+    loaded?;
+    if !status.success() {
+        bail!("`perf record` failed ({status}); is perf_event_paranoid too strict?");
+    }
+    let report = Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "-q",
+            "--sort",
+            "sym",
+            "-i",
+        ])
+        .arg(data)
+        .stderr(Stdio::null())
+        .output()
+        .context("running `perf report`")?;
+    if !report.status.success() {
+        bail!("`perf report` failed");
+    }
+    Ok(shares(&String::from_utf8_lossy(&report.stdout)))
+}
+
+/// Sums `perf report --sort sym` lines (`  12.34%  [k] do_syscall_64`) by bucket.
+fn shares(report: &str) -> Vec<(String, f64)> {
+    let mut by_bucket: BTreeMap<&'static str, f64> = BTreeMap::new();
+    for line in report.lines() {
+        let line = line.trim();
+        let Some((percent, symbol)) = line.split_once('%') else {
+            continue;
+        };
+        let Ok(percent) = percent.trim().parse::<f64>() else {
+            continue;
+        };
+        *by_bucket.entry(bucket(symbol.trim())).or_default() += percent;
+    }
+    let mut out: Vec<(String, f64)> = by_bucket
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
+/// The report's floor table, and the profile of each scenario that missed its target.
+pub(crate) fn markdown(md: &mut String, r: &Value) {
+    let Some(floors) = r["floors"].as_object() else {
+        return;
+    };
+    let p = &r["primitives"];
+    let f = |v: &Value| v.as_f64().map_or("n/a".into(), |x| format!("{x:.1}"));
+    let _ = writeln!(
+        md,
+        "\n## Floor per scenario\n\n\
+         A request's floor is what it cannot avoid, from this run's primitives: the no-op \
+         request's server CPU ({} µs), its raw ES256 signatures ({} µs each) and verifications \
+         ({} µs each), and the store round trips the design needs at minimum ({} µs of CPU \
+         each: one `PING` through token-store-redis, 64 in flight).\n\n\
+         | scenario | CPU µs/req | floor µs | no-op | crypto | store | ratio | target | met |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|:---:|",
+        f(&r["scenarios"]["health"]["server"]["cpu_us_per_request"]),
+        f(&p["es256_sign_us"]),
+        f(&p["es256_verify_us"]),
+        f(&p["store_round_trip_cpu_us"]),
+    );
+    for (name, fl) in floors {
+        let c = &fl["components"];
+        let _ = writeln!(
+            md,
+            "| {name} ({}) | {} | {} | {} | {} | {} ({} RT) | {} | {} | {} |",
+            c["why"].as_str().unwrap_or(""),
+            f(&fl["cpu_us_per_request"]),
+            f(&fl["floor_us"]),
+            f(&c["noop_request_us"]),
+            f(&c["crypto_us"]),
+            f(&c["store_us"]),
+            c["store_round_trips"]
+                .as_f64()
+                .map_or("?".into(), |n| format!("{n:.2}")
+                    .trim_end_matches(['0', '.'])
+                    .to_owned()),
+            fl["ratio"]
+                .as_f64()
+                .map_or("n/a".into(), |x| format!("{x:.2}x")),
+            fl["target"]
+                .as_f64()
+                .map_or("—".into(), |x| format!("≤ {x}x")),
+            match fl["met"].as_bool() {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "—",
+            },
+        );
+    }
+    let Some(profiles) = r["profiles"].as_object().filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "\n### Where the rest goes\n\n\
+         `perf record` of the server during a second run of each scenario that missed its \
+         target; its samples by the function they landed in, grouped (µs = share × CPU per \
+         request):\n"
+    );
+    for (name, buckets) in profiles {
+        let cpu = floors
+            .get(name)
+            .and_then(|fl| fl["cpu_us_per_request"].as_f64());
+        let _ = writeln!(
+            md,
+            "**{name}**\n\n| where | share | µs/req |\n|---|---:|---:|"
+        );
+        for b in buckets.as_array().into_iter().flatten() {
+            let share = b[1].as_f64().unwrap_or(0.0);
+            if share < 0.5 {
+                continue;
+            }
+            let _ = writeln!(
+                md,
+                "| {} | {share:.1}% | {} |",
+                b[0].as_str().unwrap_or("?"),
+                cpu.map_or("n/a".into(), |c| format!("{:.1}", c * share / 100.0)),
+            );
+        }
+        let _ = writeln!(md);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perf_lines_are_summed_by_bucket() {
+        let report = "\
+            30.00%  [k] do_syscall_64\n\
+            10.00%  [k] tcp_sendmsg\n\
+            20.00%  [.] aws_lc_0_29_0_ecp_nistz256_point_mul\n\
+             5.00%  [.] _mi_malloc_generic\n\
+             5.00%  [.] h2::proto::streams::streams::Streams<B,P>::recv_data\n\
+             2.50%  [.] fred::protocol::connection::Connection::write\n\
+             1.00%  [.] 0x00007f12\n\
+            garbage line\n";
+        let shares = shares(report);
+        assert_eq!(
+            shares.first(),
+            Some(&(
+                "kernel (syscalls, loopback TCP, scheduling)".to_owned(),
+                40.0
+            ))
+        );
+        let get = |name: &str| {
+            shares
+                .iter()
+                .find(|(b, _)| b.starts_with(name))
+                .map(|x| x.1)
+        };
+        assert_eq!(get("cryptography"), Some(20.0));
+        assert_eq!(get("allocator"), Some(5.0));
+        assert_eq!(get("HTTP/2"), Some(5.0));
+        assert_eq!(get("Redis client"), Some(2.5));
+        assert_eq!(get("other"), Some(1.0));
+    }
+
+    #[test]
+    fn the_floor_adds_the_noop_the_crypto_and_the_round_trips() {
+        let scenarios: BTreeMap<String, Value> = [
+            ("health", 10.0),
+            ("generate", 60.0),
+            ("validate-dpop", 200.0),
+            ("no-such", 1.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                json!({ "server": { "cpu_us_per_request": v } }),
+            )
+        })
+        .collect();
+        let primitives = json!({
+            "es256_sign_us": 15.0,
+            "es256_verify_us": 40.0,
+            "store_round_trip_cpu_us": 20.0,
+        });
+        let f = floors(&scenarios, &primitives);
+        // generate: 10 + 15 + 20 = 45
+        assert_eq!(f["generate"]["floor_us"], json!(45.0));
+        assert_eq!(f["generate"]["met"], json!(false));
+        // validate-dpop: 10 + 2 x 40 + 2 x 20 = 130
+        assert_eq!(f["validate-dpop"]["floor_us"], json!(130.0));
+        assert!(f.get("no-such").is_none() && f.get("health").is_none());
+        assert_eq!(
+            missed(&f),
+            vec!["generate".to_owned(), "validate-dpop".to_owned()]
+        );
+    }
+}
