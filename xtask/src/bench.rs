@@ -1,4 +1,5 @@
-//! `cargo xtask bench [--quick] [--skip-criterion] [--skip-kms]`: the performance report.
+//! `cargo xtask bench [--quick] [--skip-criterion] [--skip-kms] [--skip-traces]`: the
+//! performance report.
 //!
 //! One run measures everything against the raw primitives of the same machine at the same
 //! moment, and writes `target/bench/report.md` and `report.json`:
@@ -12,8 +13,9 @@
 //!    `redis-server`, 64 requests in flight over 4 HTTP/2 connections, with the server's CPU
 //!    time per request and peak RSS read from `/proc`, and the gRPC health `Check` (a no-op)
 //!    as the framework's ceiling; each scenario's floor ([`crate::floor`]) and, for those
-//!    above their target, a `perf` profile of where the rest goes; then one open-loop run at
-//!    a fixed rate;
+//!    above their target, a `perf` profile of where the rest goes; `generate` with OpenTelemetry
+//!    trace export on, to a local OTLP sink, interleaved with it off; then one open-loop run
+//!    at a fixed rate;
 //! 4. signing through the local KMS emulator (moto), by a KMS key and by a KMS-wrapped key.
 //!
 //! Every figure is reported as measured and as a ratio to its primitive, and checked against
@@ -64,7 +66,7 @@ const PEER_CPU_US: &[(&str, f64)] = &[
 pub(crate) fn run(args: &[String]) -> Result<()> {
     reject_unknown(
         args,
-        &["--quick", "--skip-criterion", "--skip-kms"],
+        &["--quick", "--skip-criterion", "--skip-kms", "--skip-traces"],
         "bench",
     )?;
     let quick = args.iter().any(|a| a == "--quick");
@@ -151,6 +153,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         &durations,
         &["--rate", &open_rate],
     )?;
+    let traces = if args.iter().any(|a| a == "--skip-traces") {
+        Value::Null
+    } else {
+        heading("trace export: generate with OTLP export on and off, interleaved");
+        trace_export(&bin, &out, &redis, &server, &durations).context("the trace-export runs")?
+    };
     // token-loadgen reads the server's VmHWM with each run; the largest is the peak.
     let peak_rss_kib = scenarios
         .values()
@@ -174,6 +182,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         "floors": floors,
         "profiles": profiles,
         "open_loop": open_loop,
+        "trace_export": traces,
         "server_peak_rss_kib": peak_rss_kib,
         "kms": kms,
         "machine": machine(),
@@ -325,6 +334,86 @@ fn kms(bin: &Path, out: &Path, redis: &RedisServer, durations: &Durations) -> Re
     Ok(json!({ "kms_signed_generate": kms_signed, "wrapped_key_generate": wrapped }))
 }
 
+/// `generate` against the server without trace export (`off`) and a second one exporting to
+/// `token-loadgen otlp-sink` at the default sampler, interleaved twice, each server's CPU per
+/// request averaged over its two runs.
+fn trace_export(
+    bin: &Path,
+    out: &Path,
+    redis: &RedisServer,
+    off: &Server,
+    durations: &Durations,
+) -> Result<Value> {
+    let port = free_port()?;
+    let count_file = out.join("otlp-spans.count");
+    let _ = std::fs::remove_file(&count_file);
+    let _sink = Process::spawn(
+        Command::new(bin.join("token-loadgen"))
+            .args(["otlp-sink", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--count-file")
+            .arg(&count_file),
+        &out.join("otlp-sink.log"),
+        port,
+        "token-loadgen otlp-sink",
+    )?;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let redis_url = redis.url();
+    let on = Server::start(
+        bin,
+        out,
+        &[
+            ("REDIS_URL", &redis_url),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ],
+        "otlp",
+    )?;
+    let loadgen = bin.join("token-loadgen");
+    let cpu = |r: &Value| r["server"]["cpu_us_per_request"].as_f64();
+    let (mut cpu_off, mut cpu_on) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        cpu_off.extend(cpu(&load(
+            &loadgen,
+            off,
+            redis,
+            "generate",
+            durations,
+            &[],
+        )?));
+        cpu_on.extend(cpu(&load(
+            &loadgen,
+            &on,
+            redis,
+            "generate",
+            durations,
+            &[],
+        )?));
+    }
+    drop(on);
+    let spans = std::fs::read_to_string(&count_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    if spans == 0 {
+        bail!(
+            "the OTLP sink received no span: the server did not export (its log: {})",
+            out.join("server-otlp.log").display()
+        );
+    }
+    let mean = |v: &[f64]| {
+        #[allow(clippy::cast_precision_loss, reason = "two values")]
+        let n = v.len() as f64;
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / n)
+    };
+    let (off_mean, on_mean) = (mean(&cpu_off), mean(&cpu_on));
+    Ok(json!({
+        "sampler": "parentbased_traceidratio, ratio 0.1 (the default)",
+        "cpu_us_per_request_off": cpu_off,
+        "cpu_us_per_request_on": cpu_on,
+        "ratio": on_mean.zip(off_mean).map(|(a, b)| a / b),
+        "spans_received": spans,
+    }))
+}
+
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -465,6 +554,15 @@ fn checks(r: &Value) -> Vec<Check> {
         target: "< 100 MiB".into(),
         met: rss.map(|v| v < 100.0 * 1024.0),
     });
+    if r["trace_export"].is_object() {
+        let ratio = num(r, "trace_export.ratio");
+        out.push(Check {
+            what: "generate CPU per request, trace export on (default sampler) ÷ off".into(),
+            measured: ratio.map_or("n/a".into(), |v| format!("{v:.2}x")),
+            target: "≤ 1.1x".into(),
+            met: ratio.map(|v| v <= 1.1),
+        });
+    }
     let local = num(r, "scenarios.generate.throughput");
     let wrapped = num(r, "kms.wrapped_key_generate.throughput");
     out.push(Check {
@@ -582,6 +680,32 @@ fn markdown(r: &Value) -> String {
                 ns.as_f64().unwrap_or(f64::NAN) / 1000.0
             );
         }
+    }
+    if let Some(t) = r["trace_export"].as_object() {
+        let list = |v: Option<&Value>| {
+            v.and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_f64)
+                        .map(|x| format!("{x:.1}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default()
+        };
+        let _ = writeln!(
+            md,
+            "\n## Trace export\n\n`generate` with OTLP/gRPC export to a local sink (`token-loadgen \
+             otlp-sink`), sampler {}, interleaved with the same scenario on the server without \
+             export: server CPU per request off {} µs, on {} µs; ratio {}; {} spans received.",
+            t.get("sampler").and_then(Value::as_str).unwrap_or("?"),
+            list(t.get("cpu_us_per_request_off")),
+            list(t.get("cpu_us_per_request_on")),
+            t.get("ratio")
+                .and_then(Value::as_f64)
+                .map_or("n/a".into(), |x| format!("{x:.2}x")),
+            t.get("spans_received").and_then(Value::as_u64).unwrap_or(0),
+        );
     }
     if r["kms"].is_object() {
         let _ = writeln!(

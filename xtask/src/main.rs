@@ -56,7 +56,7 @@ commands:
                                    codegen --check, cargo deny (skipped with --skip-deny),
                                    every fuzz target for 30s on a scratch corpus, a 1-minute
                                    soak, and release --dry-run of the next patch version
-  bench [--quick] [--skip-criterion] [--skip-kms]
+  bench [--quick] [--skip-criterion] [--skip-kms] [--skip-traces]
                                    the performance report: criterion benches, raw primitives,
                                    every token-loadgen scenario against a release server with
                                    Redis, KMS signing via moto; writes target/bench/report.md

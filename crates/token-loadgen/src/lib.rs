@@ -12,8 +12,9 @@
 //! Latency goes into an HDR histogram (p50, p90, p99, p99.9, max), failures are counted by gRPC
 //! status and `oauth-error`, and with the server's process id the report adds the server's CPU
 //! time per request and its peak RSS, read from `/proc`. [`primitives::measure`] times the raw
-//! operations (ES256 and Ed25519 with aws-lc-rs, a Redis round trip) that `cargo xtask bench`
-//! divides every figure by.
+//! operations (ES256 and Ed25519 with aws-lc-rs, a Redis round trip, the CPU of one store round
+//! trip through token-store-redis) that `cargo xtask bench` divides every figure by, and
+//! [`otlp_sink::serve`] is the OTLP trace receiver of its trace-export run.
 //!
 //! The scenarios ([`Scenario`]) are `health` (the framework's no-op ceiling), `generate`,
 //! `generate-dpop`, `refresh`, `refresh-dpop`, `validate-dpop`, `introspect` and `mixed`
@@ -25,7 +26,8 @@
 //! The binary `token-loadgen` is the command-line front end; `cargo xtask bench` and
 //! `cargo xtask soak` run it against a release build of the server. It talks to the server
 //! through `token-proto`'s generated client only, so it builds without the server crate (and
-//! its Redis and AWS dependencies); only its integration test starts a server in-process.
+//! its AWS dependencies; its Redis client, token-store-redis, only to time a store round trip);
+//! only its integration test starts a server in-process.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), token_loadgen::Error> {
@@ -45,6 +47,7 @@
 //! ```
 
 mod driver;
+pub mod otlp_sink;
 pub mod primitives;
 pub mod procfs;
 mod redis;

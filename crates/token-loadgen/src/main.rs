@@ -37,6 +37,16 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         seconds: f64,
     },
+    /// Receive OpenTelemetry traces (OTLP/gRPC) and count their spans, until killed: the
+    /// collector of the benchmark's trace-export run.
+    OtlpSink {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:4317")]
+        listen: std::net::SocketAddr,
+        /// A file holding the number of spans received so far, rewritten after each export.
+        #[arg(long)]
+        count_file: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -156,6 +166,12 @@ fn main() -> ExitCode {
                     .await
                     .map_err(|e| e.to_string())?;
                 println!("{}", serde_json::to_string(&p).map_err(|e| e.to_string())?);
+                Ok(true)
+            }
+            Command::OtlpSink { listen, count_file } => {
+                token_loadgen::otlp_sink::serve(listen, count_file)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok(true)
             }
         }
