@@ -199,10 +199,24 @@ impl serde::Serialize for TokenHash {
 
 impl<'de> serde::Deserialize<'de> for TokenHash {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        b64_decode_array(text.as_bytes())
-            .map(TokenHash)
-            .ok_or_else(|| serde::de::Error::custom("invalid token hash"))
+        // A visitor, not `String` or `Cow<str>` (whose impl always allocates): a family
+        // document holds up to `MAX_ROTATED_HASHES` of these and is read on every rotation.
+        struct HashText;
+        impl serde::de::Visitor<'_> for HashText {
+            type Value = TokenHash;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a token hash (base64url)")
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                text: &str,
+            ) -> std::result::Result<TokenHash, E> {
+                b64_decode_array(text.as_bytes())
+                    .map(TokenHash)
+                    .ok_or_else(|| E::custom("invalid token hash"))
+            }
+        }
+        d.deserialize_str(HashText)
     }
 }
 
