@@ -333,15 +333,15 @@ where
             rpc = rpc.map_or("", Rpc::name),
         );
         // With trace export on, the span joins the caller's trace (W3C `traceparent` and
-        // `tracestate`): before it is first entered, as the parent of an OpenTelemetry span is
-        // fixed when that span starts.
-        if crate::telemetry::exporting() && req.headers().contains_key("traceparent") {
-            use opentelemetry::propagation::TextMapPropagator as _;
-            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-            let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new()
-                .extract_with_context(&opentelemetry::Context::new(), &Headers(req.headers()));
-            // An error says the layer is absent or the span disabled: not the caller's fault.
-            let _ = span.set_parent(parent);
+        // `tracestate`) and the sampler decides, here and once, whether the request's spans
+        // are exported: an unsampled request's child spans are then never created.
+        if crate::telemetry::exporting() {
+            let parent = req.headers().contains_key("traceparent").then(|| {
+                use opentelemetry::propagation::TextMapPropagator as _;
+                opentelemetry_sdk::propagation::TraceContextPropagator::new()
+                    .extract_with_context(&opentelemetry::Context::new(), &Headers(req.headers()))
+            });
+            crate::telemetry::head_sample(&span, parent);
         }
         let mut req = req;
         req.extensions_mut().insert(caller);

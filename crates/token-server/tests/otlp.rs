@@ -3,7 +3,9 @@
 //! `opentelemetry-proto` crate). A `GenerateTokens` carrying a W3C `traceparent` yields the
 //! span tree under the caller's trace id: `request` (server kind, remote parent, the caller's
 //! `tracestate`), the handler's span under it, and a span per Redis round trip under that; no
-//! token, key, pepper or caller credential in any attribute.
+//! token, key, pepper or caller credential in any attribute. Head sampling: a `traceparent`
+//! whose sampled flag is unset exports nothing of its request under the default parent-based
+//! sampler, and `traceidratio` at 0 exports nothing at all.
 
 #![allow(
     clippy::unwrap_used,
@@ -26,9 +28,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{SpanFlags, span::SpanKind};
+use token_proto::token_service_client::TokenServiceClient;
 use token_testkit::RedisServer;
 use token_testkit::port::free_port;
 use tokio::sync::mpsc;
+use tonic::transport::Channel;
 
 mod common;
 use common::{
@@ -38,6 +42,8 @@ use common::{
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
+/// A caller's trace that it did not sample (`traceparent` flags `00`).
+const UNSAMPLED_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 
 /// A collector that hands every export to the test.
 struct Collector(mpsc::UnboundedSender<ExportTraceServiceRequest>);
@@ -128,8 +134,33 @@ fn spans(req: ExportTraceServiceRequest) -> Vec<Exported> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_with_a_traceparent_is_exported_in_the_callers_trace() {
+/// `GenerateTokens` for `alice`, in the caller's trace `trace_id` (sampled or not by the
+/// caller), with the caller's `tracestate`.
+fn generate_in_trace(
+    trace_id: &str,
+    sampled: bool,
+) -> tonic::Request<token_proto::GenerateTokensRequest> {
+    let mut req = authed(generate("alice"));
+    let flags = if sampled { "01" } else { "00" };
+    req.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{CALLER_SPAN}-{flags}")
+            .parse()
+            .unwrap(),
+    );
+    req.metadata_mut()
+        .insert("tracestate", "vendor=opaque".parse().unwrap());
+    req
+}
+
+/// Starts the binary with trace export to a collector of its own (and Redis), the variables
+/// `env` added (the sampler's), makes `calls`, then stops it with SIGTERM (the server drains,
+/// then the tracer provider's shutdown exports the last batch). Returns what `calls` returned
+/// and every span exported.
+async fn exported_by<T>(
+    env: &[(&str, &str)],
+    calls: impl AsyncFnOnce(&mut TokenServiceClient<Channel>) -> T,
+) -> (T, Vec<Exported>) {
     let (collector_addr, mut exports) = collector().await;
     let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
     let (port, admin) = (free_port().unwrap(), free_port().unwrap());
@@ -145,38 +176,45 @@ async fn a_call_with_a_traceparent_is_exported_in_the_callers_trace() {
         )
         .env("OTEL_SERVICE_NAME", "token-service-under-test")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut client = connect_when_up(port, "the server with trace export").await;
+    let out = calls(&mut client).await;
 
-    let mut req = authed(generate("alice"));
-    req.metadata_mut().insert(
-        "traceparent",
-        format!("00-{TRACE_ID}-{CALLER_SPAN}-01").parse().unwrap(),
-    );
-    req.metadata_mut()
-        .insert("tracestate", "vendor=opaque".parse().unwrap());
-    let tokens = client.generate_tokens(req).await.unwrap().into_inner();
-    // A call without a traceparent: a root trace of its own (sampled or not by the ratio).
-    let rotated = client
-        .refresh_tokens(authed(refresh_as(&tokens.refresh_token, "web")))
-        .await
-        .unwrap()
-        .into_inner();
-
-    // SIGTERM: the server drains, then the tracer provider's shutdown exports the batch.
     sigterm(&child);
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
         .unwrap()
-        .unwrap();
-    assert!(out.status.success(), "{:?}", out.status);
+        .unwrap()
+        .status;
+    assert!(status.success(), "{status:?}");
     let mut got = Vec::new();
     while let Ok(batch) = exports.try_recv() {
         got.extend(spans(batch));
     }
+    (out, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_with_a_traceparent_is_exported_in_the_callers_trace() {
+    let ((tokens, rotated), got) = exported_by(&[], async |client| {
+        let tokens = client
+            .generate_tokens(generate_in_trace(TRACE_ID, true))
+            .await
+            .unwrap()
+            .into_inner();
+        // A call without a traceparent: a root trace of its own (sampled or not by the ratio).
+        let rotated = client
+            .refresh_tokens(authed(refresh_as(&tokens.refresh_token, "web")))
+            .await
+            .unwrap()
+            .into_inner();
+        (tokens, rotated)
+    })
+    .await;
     let ours: Vec<&Exported> = got.iter().filter(|s| s.trace_id == TRACE_ID).collect();
     let names: Vec<&str> = ours.iter().map(|s| s.name.as_str()).collect();
 
@@ -227,4 +265,60 @@ async fn a_call_with_a_traceparent_is_exported_in_the_callers_trace() {
             assert!(!all.contains(secret), "a secret in span {}", span.name);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traceparent_not_sampled_exports_nothing_of_its_request() {
+    // The default sampler (`parentbased_traceidratio`): the caller's flag decides.
+    let ((), got) = exported_by(&[], async |client| {
+        for (trace_id, sampled) in [(UNSAMPLED_TRACE_ID, false), (TRACE_ID, true)] {
+            client
+                .generate_tokens(generate_in_trace(trace_id, sampled))
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    let names = |trace_id: &str| -> Vec<String> {
+        got.iter()
+            .filter(|s| s.trace_id == trace_id)
+            .map(|s| s.name.clone())
+            .collect()
+    };
+    assert_eq!(names(UNSAMPLED_TRACE_ID), Vec::<String>::new());
+    let sampled = names(TRACE_ID);
+    for name in ["request", "generate_tokens"] {
+        assert!(
+            sampled.iter().any(|n| n == name),
+            "no {name} span: {sampled:?}"
+        );
+    }
+    assert!(
+        got.iter()
+            .any(|s| s.trace_id == TRACE_ID && s.attributes.contains_key("db.system.name")),
+        "no Redis span: {sampled:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traceidratio_zero_exports_nothing() {
+    let env = [
+        ("OTEL_TRACES_SAMPLER", "traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0"),
+    ];
+    let ((), got) = exported_by(&env, async |client| {
+        // Even a caller's sampled trace: `traceidratio` does not follow the parent.
+        let tokens = client
+            .generate_tokens(generate_in_trace(TRACE_ID, true))
+            .await
+            .unwrap()
+            .into_inner();
+        client
+            .refresh_tokens(authed(refresh_as(&tokens.refresh_token, "web")))
+            .await
+            .unwrap();
+    })
+    .await;
+    let names: Vec<&str> = got.iter().map(|s| s.name.as_str()).collect();
+    assert!(got.is_empty(), "exported: {names:?}");
 }
