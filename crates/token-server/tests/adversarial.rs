@@ -3403,6 +3403,9 @@ async fn a_family_stored_before_grants_were_kept_still_mints_tokens_with_an_audi
     // With DEFAULT_AUDIENCE back, the same token refreshes: the grant was never lost.
     let mut h = harness(&on_redis(&url, &[])).await;
     let next = h.rotate(&legacy[1].refresh_token).await;
-    assert_eq!(audiences(&payload(&next.access_token)), ["https://api.example"]);
+    assert_eq!(
+        audiences(&payload(&next.access_token)),
+        ["https://api.example"]
+    );
     h.server.shutdown().await.unwrap();
 }
