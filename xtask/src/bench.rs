@@ -328,6 +328,8 @@ fn kms(bin: &Path, out: &Path, redis: &RedisServer, durations: &Durations) -> Re
     env.extend([
         ("REDIS_URL", redis_url.as_str()),
         ("SIGNING_KEY_FILE", blob_path.as_str()),
+        // The KMS key that may unwrap it: the server refuses a wrapped key without it.
+        ("WRAPPING_KMS_KEY_ID", wrapping_key.as_str()),
     ]);
     let server = Server::start(bin, out, &env, "kms-wrapped")?;
     let wrapped = load(&loadgen, &server, redis, "generate", durations, &[])?;

@@ -147,6 +147,10 @@ fn exporting_layers(
         // Nothing reads `opentelemetry::Context::current()`: no attach/detach per poll.
         .with_context_activation(false)
         .with_threads(false)
+        // No busy/idle clock reads at every poll of an instrumented future, and no source
+        // location attributes per span: per-request costs that an operator rarely reads.
+        .with_tracked_inactivity(false)
+        .with_location(false)
         .with_filter(ExportFilter(exported_spans()));
     vec![
         logs,
