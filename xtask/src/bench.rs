@@ -117,12 +117,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if !missed.is_empty() {
         heading("perf profiles of the scenarios above their floor target");
     }
+    // `perf` records as long as a rerun lasts (warm-up included: the same work).
+    let seconds = format!(
+        "{}",
+        durations.warmup.parse::<f64>().unwrap_or(1.0)
+            + durations.measure.parse::<f64>().unwrap_or(4.0)
+    );
     for scenario in &missed {
-        let seconds = format!(
-            "{}",
-            durations.warmup.parse::<f64>().unwrap_or(1.0)
-                + durations.measure.parse::<f64>().unwrap_or(4.0)
-        );
         let data = out.join(format!("perf-{scenario}.data"));
         match crate::floor::profile(server.pid()?, &data, &seconds, || {
             load(&loadgen, &server, &redis, scenario, &durations, &[])

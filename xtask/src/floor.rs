@@ -183,7 +183,8 @@ const BUCKETS: &[(&str, &[&str])] = &[
     ),
     (
         "allocator (mimalloc)",
-        &["mi_", "mimalloc", "_mi_", "malloc", "free", "realloc"],
+        // Not a bare `free`: it would claim h2's `free_stream` and the like.
+        &["mi_", "mimalloc", "malloc", "realloc"],
     ),
     (
         "memcpy, memset (libc)",
@@ -331,9 +332,12 @@ pub(crate) fn markdown(md: &mut String, r: &Value) {
             f(&c["store_us"]),
             c["store_round_trips"]
                 .as_f64()
-                .map_or("?".into(), |n| format!("{n:.2}")
-                    .trim_end_matches(['0', '.'])
-                    .to_owned()),
+                // Whole counts as such ("10", not "10.00"); mixed's weighted mean with two digits.
+                .map_or("?".into(), |n| if n.fract() == 0.0 {
+                    format!("{n:.0}")
+                } else {
+                    format!("{n:.2}")
+                }),
             fl["ratio"]
                 .as_f64()
                 .map_or("n/a".into(), |x| format!("{x:.2}x")),
