@@ -156,7 +156,11 @@ proptest! {
     fn decide_invariants((family, req) in model::decide_cases()) {
         let outcome = decide(&family, &req);
         let scopes_ok = subset(req.requested_scopes.as_deref(), &family.scopes);
-        let audience_ok = subset(req.requested_audience.as_deref(), &family.audience);
+        // Within the grant, and (when required) naming at least one audience: the requested
+        // ones, else the grant's.
+        let next_audience = req.requested_audience.as_deref().unwrap_or(&family.audience);
+        let audience_ok = subset(req.requested_audience.as_deref(), &family.audience)
+            && !(req.require_audience && next_audience.is_empty());
         if let Some(next) = outcome.new_state() {
             prop_assert!(passes_binding(&family, &req), "{outcome:?}");
             prop_assert!(keeps_grant(&family, next), "{family:?} -> {next:?}");
