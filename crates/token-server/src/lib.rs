@@ -26,6 +26,7 @@ pub mod service;
 pub mod state;
 pub mod status;
 pub mod telemetry;
+pub mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -203,7 +204,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .add_service(reflection_v1alpha);
     let mut grpc_rx = rx.clone();
     let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
-        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+        futures_util::StreamExt::map(
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            |accepted| accepted.map(crate::transport::CoalescingIo::new),
+        ),
         async move {
             let _ = grpc_rx.wait_for(|stop| *stop).await;
         },
