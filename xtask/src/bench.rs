@@ -168,6 +168,15 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         .max();
     drop(server);
 
+    // The same generate scenario against the embedded in-memory store: what the request
+    // costs without its store round trip, so the report can say what that round trip costs
+    // the server in place (beside the floor's unit, a `PING` measured on its own).
+    heading("generate against the in-memory store (the store round trip's cost in place)");
+    let in_memory = {
+        let server = Server::start(&bin, &out, &[], "memory")?;
+        load(&loadgen, &server, &redis, "generate", &durations, &[])?
+    };
+
     let kms = if args.iter().any(|a| a == "--skip-kms") {
         Value::Null
     } else {
@@ -183,6 +192,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         "floors": floors,
         "profiles": profiles,
         "open_loop": open_loop,
+        "in_memory_generate": in_memory,
         "trace_export": traces,
         "server_peak_rss_kib": peak_rss_kib,
         "kms": kms,

@@ -235,6 +235,34 @@ fn bucket(symbol: &str) -> &'static str {
         .map_or("other (std, core, unresolved)", |(name, _)| name)
 }
 
+/// What one store round trip costs the server in place: generate against Redis less generate
+/// against the in-memory store, both measured in this run; `None` without both figures.
+pub(crate) fn store_round_trip_in_place(r: &Value) -> Option<f64> {
+    let redis = r["scenarios"]["generate"]["server"]["cpu_us_per_request"].as_f64()?;
+    let memory = r["in_memory_generate"]["server"]["cpu_us_per_request"].as_f64()?;
+    Some(redis - memory)
+}
+
+/// The paragraph comparing the floor's store unit with the round trip's cost in place.
+fn in_place(md: &mut String, r: &Value) {
+    let (Some(in_place), Some(memory), Some(unit)) = (
+        store_round_trip_in_place(r),
+        r["in_memory_generate"]["server"]["cpu_us_per_request"].as_f64(),
+        r["primitives"]["store_round_trip_cpu_us"].as_f64(),
+    ) else {
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "\nThe store round trip in place: generate against the embedded in-memory store costs \
+         {memory:.1} µs of server CPU per request, so its one Redis round trip costs the server \
+         {in_place:.1} µs where it runs ({:.1}x the floor's unit of {unit:.1} µs, a `PING` \
+         measured alone with 64 in flight, where the client batches many commands per system \
+         call: a request's command is written alone, and the reply wakes the request's task).",
+        in_place / unit,
+    );
+}
+
 /// Records the server (`pid`) with `perf` while `load` runs, and returns the share of its
 /// samples per bucket, largest first. `perf` runs as long as the load (`seconds`).
 pub(crate) fn profile(
@@ -351,6 +379,7 @@ pub(crate) fn markdown(md: &mut String, r: &Value) {
             },
         );
     }
+    in_place(md, r);
     let Some(profiles) = r["profiles"].as_object().filter(|p| !p.is_empty()) else {
         return;
     };
@@ -453,5 +482,25 @@ mod tests {
             missed(&f),
             vec!["generate".to_owned(), "validate-dpop".to_owned()]
         );
+    }
+
+    #[test]
+    fn the_round_trip_in_place_is_generate_less_its_in_memory_run() {
+        let mut r = json!({
+            "scenarios": { "generate": { "server": { "cpu_us_per_request": 90.0 } } },
+            "in_memory_generate": { "server": { "cpu_us_per_request": 62.5 } },
+            "primitives": { "store_round_trip_cpu_us": 5.5 },
+        });
+        assert_eq!(store_round_trip_in_place(&r), Some(27.5));
+        let mut md = String::new();
+        in_place(&mut md, &r);
+        assert!(md.contains("costs the server 27.5 µs"), "{md}");
+        assert!(md.contains("(5.0x the floor's unit of 5.5 µs"), "{md}");
+        // A run without the in-memory figure says nothing rather than a made-up number.
+        r["in_memory_generate"] = Value::Null;
+        assert_eq!(store_round_trip_in_place(&r), None);
+        let mut md = String::new();
+        in_place(&mut md, &r);
+        assert!(md.is_empty());
     }
 }
