@@ -4,7 +4,47 @@
 //! algorithms, configured caller names), never a token, key, credential, subject or client
 //! id.
 
+use std::sync::OnceLock;
+
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// A metric handle with constant labels, registered on first use and kept for the process.
+///
+/// `metrics::counter!(name, "label" => value)` builds its key (a vector of labels) and looks
+/// it up in the recorder's registry on every call: on a request path, an allocation and a hash
+/// per metric. The success paths of the RPCs record through handles kept here instead. Only
+/// literal label values are accepted, so a handle can never stand for another label set.
+/// Handles stay valid for the process: the recorder never expires a series (no idle timeout
+/// is configured in [`install_recorder`]).
+macro_rules! cached {
+    (counter!($name:expr $(, $k:literal => $v:literal)* $(,)?)) => {{
+        static HANDLE: ::std::sync::OnceLock<::metrics::Counter> = ::std::sync::OnceLock::new();
+        HANDLE.get_or_init(|| ::metrics::counter!($name $(, $k => $v)*))
+    }};
+    (histogram!($name:expr $(, $k:literal => $v:literal)* $(,)?)) => {{
+        static HANDLE: ::std::sync::OnceLock<::metrics::Histogram> = ::std::sync::OnceLock::new();
+        HANDLE.get_or_init(|| ::metrics::histogram!($name $(, $k => $v)*))
+    }};
+}
+pub(crate) use cached;
+
+/// Handles of one metric by a label drawn from a small closed set (gRPC codes, algorithms),
+/// each registered the first time its label is used (series never used are not exported).
+#[derive(Debug)]
+pub(crate) struct ByLabel<T, const N: usize>([OnceLock<T>; N]);
+
+impl<T, const N: usize> ByLabel<T, N> {
+    /// None registered yet.
+    pub(crate) const fn new() -> Self {
+        ByLabel([const { OnceLock::new() }; N])
+    }
+
+    /// The handle at `index` (the label's position in its set), registered by `register` on
+    /// first use; `None` past the set (the caller records through the registry then).
+    pub(crate) fn get(&self, index: usize, register: impl FnOnce() -> T) -> Option<&T> {
+        self.0.get(index).map(|slot| slot.get_or_init(register))
+    }
+}
 
 /// Tokens issued, by `type` (`access`, `refresh`) and `alg` / `binding`.
 pub const TOKENS_ISSUED: &str = "token_service_tokens_issued_total";
@@ -119,4 +159,33 @@ pub fn install_recorder() -> Result<PrometheusHandle, MetricsError> {
         .map_err(MetricsError::Upkeep)?;
     *slot = Some(handle.clone());
     Ok(handle)
+}
+
+#[cfg(test)]
+mod by_label_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::ByLabel;
+
+    #[test]
+    fn each_label_registers_once_and_past_the_set_is_none() {
+        let registered = &AtomicUsize::new(0);
+        let handles: ByLabel<usize, 3> = ByLabel::new();
+        let register = |i: usize| {
+            move || {
+                registered.fetch_add(1, Ordering::SeqCst);
+                i * 10
+            }
+        };
+        assert_eq!(handles.get(1, register(1)), Some(&10));
+        assert_eq!(
+            handles.get(1, register(99)),
+            Some(&10),
+            "kept, not registered again"
+        );
+        assert_eq!(handles.get(2, register(2)), Some(&20));
+        assert_eq!(registered.load(Ordering::SeqCst), 2);
+        assert_eq!(handles.get(3, register(3)), None);
+        assert_eq!(registered.load(Ordering::SeqCst), 2);
+    }
 }

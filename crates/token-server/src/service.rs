@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use token_jwt::{AccessTokenBuilder, AsyncJwsSigner, Claims, CustomClaims, JwsEncoder};
+use token_jwt::{AccessTokenBuilder, Algorithm, AsyncJwsSigner, Claims, CustomClaims, JwsEncoder};
 use token_proto::token_service_server::TokenService;
 use token_proto::{
     DPoPProof, GenerateTokensRequest, GetJwksRequest, GetJwksResponse, IntrospectTokenRequest,
@@ -66,11 +66,11 @@ fn caller_of<T>(request: &Request<T>) -> Result<Arc<Caller>, Status> {
         .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
 }
 
-/// Runs a store operation, recording its latency by `op`.
-async fn store_op<T, F: std::future::Future<Output = T>>(op: &'static str, f: F) -> T {
+/// Runs a store operation, recording its latency in `latency` (`STORE_SECONDS` by `op`).
+async fn store_op<T, F: std::future::Future<Output = T>>(latency: &metrics::Histogram, f: F) -> T {
     let start = Instant::now();
     let out = f.await;
-    metrics::histogram!(m::STORE_SECONDS, "op" => op).record(start.elapsed());
+    latency.record(start.elapsed());
     out
 }
 
@@ -93,13 +93,32 @@ fn within_json_limits_by_shape(claims: &Claims, limits: token_jwt::JsonLimits) -
         && token_jwt::REGISTERED_CLAIMS.len() + aud + amr + CNF_MEMBERS_BOUND <= limits.max_members
 }
 
-/// Records latency by RPC and status code.
-fn observe<T>(rpc: &'static str, start: Instant, result: &Result<T, Status>) {
+/// Records an RPC's latency by its status code (`REQUEST_SECONDS` by `rpc` and `code`), through
+/// handles kept per call site.
+macro_rules! observe {
+    ($rpc:literal, $start:expr, $result:expr) => {{
+        static BY_CODE: m::ByLabel<metrics::Histogram, 17> = m::ByLabel::new();
+        observe(&BY_CODE, $rpc, $start, $result)
+    }};
+}
+
+/// [`observe!`]'s body.
+fn observe<T>(
+    by_code: &m::ByLabel<metrics::Histogram, 17>,
+    rpc: &'static str,
+    start: Instant,
+    result: &Result<T, Status>,
+) {
     let code = match result {
-        Ok(_) => "OK",
-        Err(s) => code_label(s.code()),
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
     };
-    metrics::histogram!(m::REQUEST_SECONDS, "rpc" => rpc, "code" => code).record(start.elapsed());
+    let label = code_label(code);
+    let register = || metrics::histogram!(m::REQUEST_SECONDS, "rpc" => rpc, "code" => label);
+    match by_code.get(code as usize, register) {
+        Some(h) => h.record(start.elapsed()),
+        None => register().record(start.elapsed()),
+    }
 }
 
 /// The gRPC status as a static metric label (no allocation per request).
@@ -215,10 +234,10 @@ impl TokenServiceImpl {
         let request = token_dpop::Request::new(method, uri);
         match self.state.dpop.validate(&[proof], &request, now).await {
             Ok(v) => {
-                metrics::counter!(m::DPOP_VALIDATIONS, "outcome" => "valid", "reason" => "")
+                m::cached!(counter!(m::DPOP_VALIDATIONS, "outcome" => "valid", "reason" => ""))
                     .increment(1);
                 #[allow(clippy::cast_precision_loss, reason = "seconds of clock skew")]
-                metrics::histogram!(m::DPOP_IAT_OFFSET).record((v.iat - now) as f64);
+                m::cached!(histogram!(m::DPOP_IAT_OFFSET)).record((v.iat - now) as f64);
                 Ok(Some(v.jkt))
             }
             Err(e) => {
@@ -240,10 +259,35 @@ impl TokenServiceImpl {
             .encode_async(&claims, &*signer)
             .await
             .map_err(|e| status::signing(&e))?;
-        metrics::histogram!(m::SIGN_SECONDS, "alg" => signer.algorithm().as_str())
-            .record(start.elapsed());
-        metrics::counter!(m::TOKENS_ISSUED, "type" => "access", "alg" => signer.algorithm().as_str())
-            .increment(1);
+        // Handles by algorithm, kept (see `metrics::cached`).
+        static SIGN: m::ByLabel<(metrics::Histogram, metrics::Counter), 5> = m::ByLabel::new();
+        let alg = signer.algorithm();
+        let register = || {
+            (
+                metrics::histogram!(m::SIGN_SECONDS, "alg" => alg.as_str()),
+                metrics::counter!(m::TOKENS_ISSUED, "type" => "access", "alg" => alg.as_str()),
+            )
+        };
+        let index = match alg {
+            Algorithm::ES256 => 0,
+            Algorithm::ES384 => 1,
+            Algorithm::EdDSA => 2,
+            Algorithm::RS256 => 3,
+            Algorithm::PS256 => 4,
+            // A later algorithm (the enum is non-exhaustive) records through the registry.
+            _ => usize::MAX,
+        };
+        match SIGN.get(index, register) {
+            Some((latency, issued)) => {
+                latency.record(start.elapsed());
+                issued.increment(1);
+            }
+            None => {
+                let (latency, issued) = register();
+                latency.record(start.elapsed());
+                issued.increment(1);
+            }
+        }
         Ok(token)
     }
 
@@ -386,7 +430,7 @@ impl TokenService for TokenServiceImpl {
             Ok(Response::new(stream))
         }
         .await;
-        observe("WatchRevocations", start, &result);
+        observe!("WatchRevocations", start, &result);
         result
     }
 
@@ -445,7 +489,7 @@ impl TokenService for TokenServiceImpl {
                 access_ttl: (r.access_token_ttl_seconds != 0).then_some(r.access_token_ttl_seconds),
             };
             let (refresh, family) = store_op(
-                "issue",
+                m::cached!(histogram!(m::STORE_SECONDS, "op" => "issue")),
                 self.state.rotator.issue_with(
                     &r.subject,
                     &r.client_id,
@@ -468,7 +512,7 @@ impl TokenService for TokenServiceImpl {
                 bound = family.dpop_jkt.is_some(),
                 "tokens issued"
             );
-            metrics::counter!(m::TOKENS_ISSUED, "type" => "refresh", "alg" => "opaque")
+            m::cached!(counter!(m::TOKENS_ISSUED, "type" => "refresh", "alg" => "opaque"))
                 .increment(1);
 
             let builder = self
@@ -486,7 +530,7 @@ impl TokenService for TokenServiceImpl {
             }))
         }
         .await;
-        observe("GenerateTokens", start, &result);
+        observe!("GenerateTokens", start, &result);
         result
     }
 
@@ -523,9 +567,12 @@ impl TokenService for TokenServiceImpl {
                 // A caller limited to some audiences refreshes only grants it could mint: the
                 // stored audience is read first (a grant's audience never changes), only for
                 // such callers, before anything rotates or a proof is spent.
-                let family = store_op("get", self.state.rotator.family(&presented.family_id()))
-                    .await
-                    .map_err(|e| status::refresh(&e))?;
+                let family = store_op(
+                    m::cached!(histogram!(m::STORE_SECONDS, "op" => "get")),
+                    self.state.rotator.family(&presented.family_id()),
+                )
+                .await
+                .map_err(|e| status::refresh(&e))?;
                 if let Some(family) = family {
                     for aud in &family.audience {
                         require(&caller, &Right::Audience(aud))?;
@@ -539,7 +586,7 @@ impl TokenService for TokenServiceImpl {
             let requested = (!r.scopes.is_empty()).then_some(r.scopes.as_slice());
             let requested_audience = (!r.audience.is_empty()).then_some(r.audience.as_slice());
             let outcome = match store_op(
-                "rotate",
+                m::cached!(histogram!(m::STORE_SECONDS, "op" => "rotate")),
                 self.state.rotator.refresh(
                     &r.refresh_token,
                     &r.client_id,
@@ -584,8 +631,11 @@ impl TokenService for TokenServiceImpl {
                 grace_retry = outcome.is_grace_retry,
                 "tokens refreshed"
             );
-            metrics::counter!(m::ROTATIONS, "outcome" => if outcome.is_grace_retry { "grace" } else { "rotated" })
-                .increment(1);
+            if outcome.is_grace_retry {
+                m::cached!(counter!(m::ROTATIONS, "outcome" => "grace")).increment(1);
+            } else {
+                m::cached!(counter!(m::ROTATIONS, "outcome" => "rotated")).increment(1);
+            }
             // Minted from the stored grant, narrowed as the request asked.
             let ttl = capped_ttl(self.ttl(family.access_ttl.unwrap_or(0)), family, now);
             let custom = parse_additional_claims(family.claims_json.as_deref().unwrap_or(""))
@@ -618,7 +668,7 @@ impl TokenService for TokenServiceImpl {
             }))
         }
         .await;
-        observe("RefreshTokens", start, &result);
+        observe!("RefreshTokens", start, &result);
         result
     }
 
@@ -685,7 +735,7 @@ impl TokenService for TokenServiceImpl {
             }))
         }
         .await;
-        observe("RevokeToken", start, &result);
+        observe!("RevokeToken", start, &result);
         result
     }
 
@@ -751,9 +801,10 @@ impl TokenService for TokenServiceImpl {
                 .await
             {
                 Ok(v) => {
-                    metrics::counter!(m::DPOP_VALIDATIONS, "outcome" => "valid", "reason" => "").increment(1);
+                    m::cached!(counter!(m::DPOP_VALIDATIONS, "outcome" => "valid", "reason" => ""))
+                        .increment(1);
                     #[allow(clippy::cast_precision_loss, reason = "seconds of clock skew")]
-                    metrics::histogram!(m::DPOP_IAT_OFFSET).record((v.iat - now) as f64);
+                    m::cached!(histogram!(m::DPOP_IAT_OFFSET)).record((v.iat - now) as f64);
                     Ok(Response::new(ValidateDPoPResponse {
                         valid: true,
                         jkt: v.jkt,
@@ -771,7 +822,7 @@ impl TokenService for TokenServiceImpl {
             }
         }
         .await;
-        observe("ValidateDPoP", start, &result);
+        observe!("ValidateDPoP", start, &result);
         result
     }
 
@@ -798,7 +849,7 @@ impl TokenService for TokenServiceImpl {
             Ok(Response::new(response))
         }
         .await;
-        observe("IntrospectToken", start, &result);
+        observe!("IntrospectToken", start, &result);
         result
     }
 }
