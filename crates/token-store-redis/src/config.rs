@@ -248,6 +248,12 @@ impl RedisConfig {
             max_command_attempts: 1,
             // Bounded queue while reconnecting: past it commands fail at once.
             max_command_buffer_len: 16_384,
+            // Every command is a request waiting for its answer: Nagle's algorithm would hold a
+            // command back while the previous one on the connection is unacknowledged.
+            tcp: fred::types::config::TcpConfig {
+                nodelay: Some(true),
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -467,6 +473,19 @@ fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn commands_are_sent_at_once_and_never_retried() {
+        let config = super::RedisConfig::builder("redis://127.0.0.1:6379")
+            .build()
+            .unwrap();
+        let fred = config.fred_connection();
+        assert_eq!(fred.tcp.nodelay, Some(true), "no Nagle delay on a command");
+        assert_eq!(
+            fred.max_command_attempts, 1,
+            "a rotation is never sent twice"
+        );
+    }
+
     #[test]
     fn tls_schemes_are_read_without_tls_and_flagged() {
         for (url, plain, tls) in [
