@@ -44,6 +44,15 @@ impl<T, const N: usize> ByLabel<T, N> {
     pub(crate) fn get(&self, index: usize, register: impl FnOnce() -> T) -> Option<&T> {
         self.0.get(index).map(|slot| slot.get_or_init(register))
     }
+
+    /// Applies `record` to the handle at `index`; past the set, to one `register` makes for
+    /// this call (through the registry, as without this type).
+    pub(crate) fn record(&self, index: usize, register: impl Fn() -> T, record: impl FnOnce(&T)) {
+        match self.get(index, &register) {
+            Some(handle) => record(handle),
+            None => record(&register()),
+        }
+    }
 }
 
 /// Tokens issued, by `type` (`access`, `refresh`) and `alg` / `binding`.

@@ -93,18 +93,21 @@ fn within_json_limits_by_shape(claims: &Claims, limits: token_jwt::JsonLimits) -
         && token_jwt::REGISTERED_CLAIMS.len() + aud + amr + CNF_MEMBERS_BOUND <= limits.max_members
 }
 
+/// gRPC status codes: `Ok` (0) to `Unauthenticated` (16).
+const GRPC_CODES: usize = 17;
+
 /// Records an RPC's latency by its status code (`REQUEST_SECONDS` by `rpc` and `code`), through
 /// handles kept per call site.
 macro_rules! observe {
     ($rpc:literal, $start:expr, $result:expr) => {{
-        static BY_CODE: m::ByLabel<metrics::Histogram, 17> = m::ByLabel::new();
+        static BY_CODE: m::ByLabel<metrics::Histogram, GRPC_CODES> = m::ByLabel::new();
         observe(&BY_CODE, $rpc, $start, $result)
     }};
 }
 
 /// [`observe!`]'s body.
 fn observe<T>(
-    by_code: &m::ByLabel<metrics::Histogram, 17>,
+    by_code: &m::ByLabel<metrics::Histogram, GRPC_CODES>,
     rpc: &'static str,
     start: Instant,
     result: &Result<T, Status>,
@@ -114,11 +117,11 @@ fn observe<T>(
         Err(s) => s.code(),
     };
     let label = code_label(code);
-    let register = || metrics::histogram!(m::REQUEST_SECONDS, "rpc" => rpc, "code" => label);
-    match by_code.get(code as usize, register) {
-        Some(h) => h.record(start.elapsed()),
-        None => register().record(start.elapsed()),
-    }
+    by_code.record(
+        code as usize,
+        || metrics::histogram!(m::REQUEST_SECONDS, "rpc" => rpc, "code" => label),
+        |h| h.record(start.elapsed()),
+    );
 }
 
 /// The gRPC status as a static metric label (no allocation per request).
@@ -277,17 +280,10 @@ impl TokenServiceImpl {
             // A later algorithm (the enum is non-exhaustive) records through the registry.
             _ => usize::MAX,
         };
-        match SIGN.get(index, register) {
-            Some((latency, issued)) => {
-                latency.record(start.elapsed());
-                issued.increment(1);
-            }
-            None => {
-                let (latency, issued) = register();
-                latency.record(start.elapsed());
-                issued.increment(1);
-            }
-        }
+        SIGN.record(index, register, |(latency, issued)| {
+            latency.record(start.elapsed());
+            issued.increment(1);
+        });
         Ok(token)
     }
 
