@@ -1189,6 +1189,15 @@ impl Config {
             _ => LogFormat::Pretty,
         };
         let log_filter = v.text(&RUST_LOG).unwrap_or("info").to_owned();
+        // tracing-subscriber 0.3's directive parser slices a span directive by byte offsets
+        // and panics inside a multi-byte character (found by the `config_parse` fuzz target):
+        // targets, spans and fields are Rust identifiers and paths, so only ASCII is accepted.
+        if !log_filter.is_ascii() {
+            return Err(err(
+                &RUST_LOG,
+                "not a log filter: only ASCII characters are accepted".to_owned(),
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&log_filter)
             .map_err(|e| err(&RUST_LOG, format!("not a log filter: {e}")))?;
 
@@ -1583,6 +1592,7 @@ mod tests {
             ),
             (vec![("LOG_FORMAT", "xml")], "LOG_FORMAT"),
             (vec![("RUST_LOG", "info,[")], "RUST_LOG"),
+            (vec![("RUST_LOG", "x[é7:")], "RUST_LOG"),
             (vec![("TLS_CERT_FILE", "/x")], "TLS_KEY_FILE"),
             (vec![("SIGNING_ALG", "HS256")], "SIGNING_ALG"),
             (
