@@ -45,6 +45,9 @@ use crate::{heading, reject_unknown, root_shell, target_dir};
 /// The scenarios of `token-loadgen`, in report order; `health` is the ceiling.
 const SCENARIOS: &[&str] = &[
     "health",
+    // The health `Check` of token.v1.TokenService: one store read; less `health`, the floor's
+    // store round trip.
+    "ready",
     "generate",
     "generate-dpop",
     "refresh",
@@ -611,14 +614,18 @@ fn markdown(r: &Value) -> String {
     let _ = writeln!(
         md,
         "Raw primitives in this run (aws-lc-rs): ES256 sign {} µs, verify {} µs; Ed25519 sign \
-         {} µs, verify {} µs; Redis PING round trip {} µs (wall), {} µs of CPU per store round \
-         trip through token-store-redis.\n",
+         {} µs, verify {} µs; Redis PING round trip {} µs (wall), {} µs of CPU per `PING` \
+         through token-store-redis timed alone (64 in flight); {} µs of server CPU per store \
+         round trip in a request (the `ready` request less the no-op one).\n",
         f(&p["es256_sign_us"]),
         f(&p["es256_verify_us"]),
         f(&p["ed25519_sign_us"]),
         f(&p["ed25519_verify_us"]),
         f(&p["redis_round_trip_us"]),
         f(&p["store_round_trip_cpu_us"]),
+        f(&num(r, "scenarios.ready.server.cpu_us_per_request")
+            .zip(num(r, "scenarios.health.server.cpu_us_per_request"))
+            .map_or(Value::Null, |(ready, noop)| json!(ready - noop))),
     );
     let _ = writeln!(
         md,

@@ -6,8 +6,13 @@
 //! - the framework's own cost: the server CPU of the no-op gRPC health `Check` at the same
 //!   concurrency;
 //! - the raw cryptography it needs: aws-lc-rs ES256 signatures and verifications;
-//! - the store round trips the design needs at minimum, each at the CPU this machine spends on
-//!   one `PING` through token-store-redis (the server's own client and pool, 64 in flight).
+//! - the store round trips the design needs at minimum, each at what one round trip costs the
+//!   server in a request: the `ready` scenario (the gRPC health `Check` of
+//!   `token.v1.TokenService`, whose only work is one read through the server's own store client)
+//!   less the no-op `Check`, at the same concurrency. Without a `ready` run the unit is a `PING`
+//!   timed alone through token-store-redis (64 in flight, where the client writes many commands
+//!   per system call: cheaper than any request's round trip); every floor also carries its ratio
+//!   at that unit, the one earlier reports used.
 #![allow(
     clippy::indexing_slicing,
     reason = "indexing a serde_json::Value by key yields Null when the key is missing: it never panics"
@@ -102,12 +107,16 @@ pub(crate) fn scenario_needs(scenario: &str) -> Option<(Needs, Option<f64>)> {
 /// run's `primitives`: per scenario its CPU per request, the floor's components, the ratio
 /// and the target.
 pub(crate) fn floors(scenarios: &BTreeMap<String, Value>, primitives: &Value) -> Value {
-    let noop = scenarios
-        .get("health")
-        .and_then(|h| h["server"]["cpu_us_per_request"].as_f64());
+    let cpu_of = |name: &str| {
+        scenarios
+            .get(name)
+            .and_then(|h| h["server"]["cpu_us_per_request"].as_f64())
+    };
+    let noop = cpu_of("health");
     let sign = primitives["es256_sign_us"].as_f64();
     let verify = primitives["es256_verify_us"].as_f64();
-    let round_trip = primitives["store_round_trip_cpu_us"].as_f64();
+    let ping_unit = primitives["store_round_trip_cpu_us"].as_f64();
+    let (round_trip, unit) = store_unit(cpu_of("ready"), noop, ping_unit);
     let mut out = serde_json::Map::new();
     for (name, report) in scenarios {
         let Some((n, target)) = scenario_needs(name) else {
@@ -118,6 +127,11 @@ pub(crate) fn floors(scenarios: &BTreeMap<String, Value>, primitives: &Value) ->
         let store = round_trip.map(|r| n.round_trips * r);
         let floor = noop.zip(crypto).zip(store).map(|((a, b), c)| a + b + c);
         let ratio = cpu.zip(floor).map(|(c, f)| c / f);
+        let floor_at_ping_unit = noop
+            .zip(crypto)
+            .zip(ping_unit)
+            .map(|((a, b), r)| a + b + n.round_trips * r);
+        let ratio_at_ping_unit = cpu.zip(floor_at_ping_unit).map(|(c, f)| c / f);
         out.insert(
             name.clone(),
             json!({
@@ -126,10 +140,13 @@ pub(crate) fn floors(scenarios: &BTreeMap<String, Value>, primitives: &Value) ->
                 "ratio": ratio,
                 "target": target,
                 "met": ratio.zip(target).map(|(r, t)| r <= t),
+                "ratio_at_ping_unit": ratio_at_ping_unit,
                 "components": {
                     "noop_request_us": noop,
                     "crypto_us": crypto,
                     "store_us": store,
+                    "store_round_trip_us": round_trip,
+                    "store_unit": unit,
                     "es256_signs": n.signs,
                     "es256_verifies": n.verifies,
                     "store_round_trips": n.round_trips,
@@ -140,6 +157,24 @@ pub(crate) fn floors(scenarios: &BTreeMap<String, Value>, primitives: &Value) ->
     }
     Value::Object(out)
 }
+
+/// The floor's CPU per store round trip, and how it was measured: the `ready` request (one
+/// store read) less the no-op request when both ran and the difference is positive, otherwise
+/// the `PING` timed alone.
+fn store_unit(
+    ready: Option<f64>,
+    noop: Option<f64>,
+    ping: Option<f64>,
+) -> (Option<f64>, &'static str) {
+    match ready.zip(noop).map(|(r, n)| r - n) {
+        Some(unit) if unit > 0.0 => (Some(unit), STORE_UNIT_REQUEST),
+        _ => (ping, STORE_UNIT_PING),
+    }
+}
+
+/// The names of the two store units in `report.json`.
+pub(crate) const STORE_UNIT_REQUEST: &str = "ready request less no-op request";
+pub(crate) const STORE_UNIT_PING: &str = "PING alone, 64 in flight";
 
 /// Scenarios whose ratio misses its target, in `floors`.
 pub(crate) fn missed(floors: &Value) -> Vec<String> {
@@ -243,24 +278,56 @@ pub(crate) fn store_round_trip_in_place(r: &Value) -> Option<f64> {
     Some(redis - memory)
 }
 
-/// The paragraph comparing the floor's store unit with the round trip's cost in place.
+/// The paragraph comparing the floor's store units with the round trip's cost in `generate`.
 fn in_place(md: &mut String, r: &Value) {
-    let (Some(in_place), Some(memory), Some(unit)) = (
+    let (Some(in_place), Some(memory), Some(ping)) = (
         store_round_trip_in_place(r),
         r["in_memory_generate"]["server"]["cpu_us_per_request"].as_f64(),
         r["primitives"]["store_round_trip_cpu_us"].as_f64(),
     ) else {
         return;
     };
-    let _ = writeln!(
+    let request = r["floors"]["generate"]["components"]
+        .as_object()
+        .filter(|c| c.get("store_unit") == Some(&json!(STORE_UNIT_REQUEST)))
+        .and_then(|c| c.get("store_round_trip_us"))
+        .and_then(Value::as_f64);
+    let _ = write!(
         md,
         "\nThe store round trip in place: generate against the embedded in-memory store costs \
-         {memory:.1} µs of server CPU per request, so its one Redis round trip costs the server \
-         {in_place:.1} µs where it runs ({:.1}x the floor's unit of {unit:.1} µs, a `PING` \
-         measured alone with 64 in flight, where the client batches many commands per system \
-         call: a request's command is written alone, and the reply wakes the request's task).",
-        in_place / unit,
+         {memory:.1} µs of server CPU per request, so its one Redis round trip (its family \
+         serialized, the command, the reply parsed) costs the server {in_place:.1} µs where it \
+         runs"
     );
+    if let Some(unit) = request {
+        let _ = write!(
+            md,
+            ", {:.1}x the floor's unit of {unit:.1} µs (the `ready` request less the no-op one)",
+            in_place / unit
+        );
+    }
+    let _ = writeln!(
+        md,
+        ", and {:.1}x a `PING` timed alone with 64 in flight ({ping:.1} µs: the client then \
+         writes many commands per system call, where a request's command is written alone and \
+         its reply wakes the request's task).",
+        in_place / ping,
+    );
+}
+
+/// The store unit the floors used (every floor has the same), in µs.
+fn unit_of(floors: &serde_json::Map<String, Value>) -> Value {
+    floors.values().next().map_or(Value::Null, |fl| {
+        fl["components"]["store_round_trip_us"].clone()
+    })
+}
+
+/// How the floors' store unit was measured.
+fn unit_of_name(floors: &serde_json::Map<String, Value>) -> Option<&str> {
+    floors
+        .values()
+        .next()
+        .and_then(|fl| fl["components"]["store_unit"].as_str())
 }
 
 /// Records the server (`pid`) with `perf` while `load` runs, and returns the share of its
@@ -339,19 +406,28 @@ pub(crate) fn markdown(md: &mut String, r: &Value) {
          A request's floor is what it cannot avoid, from this run's primitives: the no-op \
          request's server CPU ({} µs), its raw ES256 signatures ({} µs each) and verifications \
          ({} µs each), and the store round trips the design needs at minimum ({} µs of CPU \
-         each: one `PING` through token-store-redis, 64 in flight).\n\n\
-         | scenario | CPU µs/req | floor µs | no-op | crypto | store | ratio | target | met |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|:---:|",
+         each: {}). The last column is the ratio at the unit earlier reports used, a `PING` \
+         timed alone ({} µs).\n\n\
+         | scenario | CPU µs/req | floor µs | no-op | crypto | store | ratio | target | met | ratio, `PING` unit |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|:---:|---:|",
         f(&r["scenarios"]["health"]["server"]["cpu_us_per_request"]),
         f(&p["es256_sign_us"]),
         f(&p["es256_verify_us"]),
+        f(&unit_of(floors)),
+        match unit_of_name(floors) {
+            Some(STORE_UNIT_REQUEST) => {
+                "the `ready` request, a gRPC health `Check` of `token.v1.TokenService` whose only \
+                 work is one read through the server's store client, less the no-op request"
+            }
+            _ => "one `PING` through token-store-redis, timed alone with 64 in flight",
+        },
         f(&p["store_round_trip_cpu_us"]),
     );
     for (name, fl) in floors {
         let c = &fl["components"];
         let _ = writeln!(
             md,
-            "| {name} ({}) | {} | {} | {} | {} | {} ({} RT) | {} | {} | {} |",
+            "| {name} ({}) | {} | {} | {} | {} | {} ({} RT) | {} | {} | {} | {} |",
             c["why"].as_str().unwrap_or(""),
             f(&fl["cpu_us_per_request"]),
             f(&fl["floor_us"]),
@@ -377,6 +453,9 @@ pub(crate) fn markdown(md: &mut String, r: &Value) {
                 Some(false) => "**no**",
                 None => "—",
             },
+            fl["ratio_at_ping_unit"]
+                .as_f64()
+                .map_or("n/a".into(), |x| format!("{x:.2}x")),
         );
     }
     in_place(md, r);
@@ -450,37 +529,81 @@ mod tests {
         assert_eq!(get("other"), Some(1.0));
     }
 
-    #[test]
-    fn the_floor_adds_the_noop_the_crypto_and_the_round_trips() {
-        let scenarios: BTreeMap<String, Value> = [
-            ("health", 10.0),
-            ("generate", 60.0),
-            ("validate-dpop", 200.0),
-            ("no-such", 1.0),
-        ]
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                k.to_owned(),
-                json!({ "server": { "cpu_us_per_request": v } }),
-            )
-        })
-        .collect();
+    /// Scenarios with these CPU figures, and primitives of ES256 sign 15, verify 40 and a
+    /// `PING` unit of 20 µs.
+    fn run(cpu: &[(&str, f64)]) -> (BTreeMap<String, Value>, Value) {
+        let scenarios = cpu
+            .iter()
+            .map(|(k, v)| {
+                (
+                    (*k).to_owned(),
+                    json!({ "server": { "cpu_us_per_request": v } }),
+                )
+            })
+            .collect();
         let primitives = json!({
             "es256_sign_us": 15.0,
             "es256_verify_us": 40.0,
             "store_round_trip_cpu_us": 20.0,
         });
+        (scenarios, primitives)
+    }
+
+    #[test]
+    fn the_floor_adds_the_noop_the_crypto_and_the_round_trips() {
+        let (scenarios, primitives) = run(&[
+            ("health", 10.0),
+            ("generate", 60.0),
+            ("validate-dpop", 200.0),
+            ("no-such", 1.0),
+        ]);
         let f = floors(&scenarios, &primitives);
         // generate: 10 + 15 + 20 = 45
         assert_eq!(f["generate"]["floor_us"], json!(45.0));
         assert_eq!(f["generate"]["met"], json!(false));
         // validate-dpop: 10 + 2 x 40 + 2 x 20 = 130
         assert_eq!(f["validate-dpop"]["floor_us"], json!(130.0));
+        // Without a `ready` run the unit is the PING: both ratios agree.
+        assert_eq!(
+            f["generate"]["components"]["store_unit"],
+            json!(STORE_UNIT_PING)
+        );
+        assert_eq!(f["generate"]["ratio_at_ping_unit"], f["generate"]["ratio"]);
         assert!(f.get("no-such").is_none() && f.get("health").is_none());
         assert_eq!(
             missed(&f),
             vec!["generate".to_owned(), "validate-dpop".to_owned()]
+        );
+    }
+
+    #[test]
+    fn the_store_unit_is_the_ready_request_less_the_noop() {
+        let (scenarios, primitives) = run(&[("health", 10.0), ("ready", 25.0), ("generate", 60.0)]);
+        let f = floors(&scenarios, &primitives);
+        let g = &f["generate"];
+        // 10 + 15 + (25 - 10) = 40; at the PING unit 10 + 15 + 20 = 45.
+        assert_eq!(g["floor_us"], json!(40.0));
+        assert_eq!(g["ratio"], json!(1.5));
+        assert_eq!(g["ratio_at_ping_unit"], json!(60.0 / 45.0));
+        assert_eq!(g["components"]["store_round_trip_us"], json!(15.0));
+        assert_eq!(g["components"]["store_unit"], json!(STORE_UNIT_REQUEST));
+        assert!(f.get("ready").is_none(), "ready has no floor of its own");
+        let mut md = String::new();
+        markdown(&mut md, &json!({ "floors": f, "primitives": primitives }));
+        assert!(
+            md.contains("(15.0 µs of CPU each: the `ready` request"),
+            "{md}"
+        );
+        assert!(md.contains("| 1.50x | ≤ 1.3x | **no** | 1.33x |"), "{md}");
+
+        // A `ready` no dearer than the no-op (noise, or a run without it): the PING unit.
+        assert_eq!(
+            store_unit(Some(9.0), Some(10.0), Some(20.0)),
+            (Some(20.0), STORE_UNIT_PING)
+        );
+        assert_eq!(
+            store_unit(None, Some(10.0), Some(20.0)),
+            (Some(20.0), STORE_UNIT_PING)
         );
     }
 
@@ -495,7 +618,16 @@ mod tests {
         let mut md = String::new();
         in_place(&mut md, &r);
         assert!(md.contains("costs the server 27.5 µs"), "{md}");
-        assert!(md.contains("(5.0x the floor's unit of 5.5 µs"), "{md}");
+        assert!(
+            md.contains("5.0x a `PING` timed alone with 64 in flight (5.5 µs"),
+            "{md}"
+        );
+        // With a request-path unit in the floors, the paragraph compares with it too.
+        r["floors"] = json!({ "generate": { "components": {
+            "store_unit": STORE_UNIT_REQUEST, "store_round_trip_us": 11.0 } } });
+        let mut md = String::new();
+        in_place(&mut md, &r);
+        assert!(md.contains("2.5x the floor's unit of 11.0 µs"), "{md}");
         // A run without the in-memory figure says nothing rather than a made-up number.
         r["in_memory_generate"] = Value::Null;
         assert_eq!(store_round_trip_in_place(&r), None);

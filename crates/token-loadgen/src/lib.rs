@@ -16,7 +16,8 @@
 //! trip through token-store-redis) that `cargo xtask bench` divides every figure by, and
 //! [`otlp_sink::serve`] is the OTLP trace receiver of its trace-export run.
 //!
-//! The scenarios ([`Scenario`]) are `health` (the framework's no-op ceiling), `generate`,
+//! The scenarios ([`Scenario`]) are `health` (the framework's no-op ceiling), `ready` (the
+//! health `Check` of `token.v1.TokenService`: one store round trip), `generate`,
 //! `generate-dpop`, `refresh`, `refresh-dpop`, `validate-dpop`, `introspect` and `mixed`
 //! (1 generate : 10 refresh : 50 validate). With `verify`, every issued access token is checked
 //! against the server's JWKS, its DPoP binding and the grant it was minted for (the load

@@ -54,7 +54,7 @@ struct RunArgs {
     /// The server's gRPC address.
     #[arg(long, default_value = "http://127.0.0.1:50052")]
     target: String,
-    /// One of: health, generate, generate-dpop, refresh, refresh-dpop, validate-dpop,
+    /// One of: health, ready, generate, generate-dpop, refresh, refresh-dpop, validate-dpop,
     /// introspect, mixed.
     #[arg(long, default_value = "generate")]
     scenario: String,

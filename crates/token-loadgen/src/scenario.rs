@@ -33,6 +33,10 @@ const AUDIENCE: &str = "https://api.loadgen.example";
 pub enum Scenario {
     /// The gRPC health `Check` RPC: a no-op, the framework's own ceiling.
     Health,
+    /// The gRPC health `Check` of `token.v1.TokenService`: readiness, one store round trip
+    /// (a read of a family that cannot exist) and nothing else. Less `health`, what one store
+    /// round trip costs the server in a request.
+    Ready,
     /// `GenerateTokens` with Bearer tokens.
     Generate,
     /// `GenerateTokens` with a fresh DPoP proof per request.
@@ -51,8 +55,9 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Health,
+        Scenario::Ready,
         Scenario::Generate,
         Scenario::GenerateDpop,
         Scenario::Refresh,
@@ -66,6 +71,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Health => "health",
+            Scenario::Ready => "ready",
             Scenario::Generate => "generate",
             Scenario::GenerateDpop => "generate-dpop",
             Scenario::Refresh => "refresh",
@@ -79,7 +85,10 @@ impl Scenario {
     /// The request a virtual client sends as its `n`-th one.
     fn op(self, n: u64) -> Op {
         match self {
-            Scenario::Health => Op::Health,
+            Scenario::Health => Op::Health { service: "" },
+            Scenario::Ready => Op::Health {
+                service: token_proto::token_service_server::SERVICE_NAME,
+            },
             Scenario::Generate => Op::Generate { dpop: false },
             Scenario::GenerateDpop => Op::Generate { dpop: true },
             Scenario::Refresh => Op::Refresh { dpop: false },
@@ -125,9 +134,16 @@ impl FromStr for Scenario {
 
 #[derive(Clone, Copy, Debug)]
 enum Op {
-    Health,
-    Generate { dpop: bool },
-    Refresh { dpop: bool },
+    /// A health `Check` of this service name.
+    Health {
+        service: &'static str,
+    },
+    Generate {
+        dpop: bool,
+    },
+    Refresh {
+        dpop: bool,
+    },
     Validate,
     Introspect,
 }
@@ -277,7 +293,7 @@ impl VirtualClient {
         let op = self.shared.scenario.op(self.sent);
         self.sent += 1;
         match op {
-            Op::Health => self.health().await,
+            Op::Health { service } => self.health(service).await,
             Op::Generate { dpop } => self.generate(dpop).await.map(drop),
             Op::Refresh { dpop } => self.refresh(dpop).await,
             Op::Validate => self.validate().await,
@@ -356,11 +372,11 @@ impl VirtualClient {
         }
     }
 
-    async fn health(&mut self) -> Result<(), Failure> {
+    async fn health(&mut self, service: &str) -> Result<(), Failure> {
         let status = self
             .health
             .check(HealthCheckRequest {
-                service: String::new(),
+                service: service.to_owned(),
             })
             .await?
             .into_inner()

@@ -1,6 +1,7 @@
 //! The admin HTTP port: `/metrics` (Prometheus), `/.well-known/jwks.json` (with `ETag` and
 //! `Cache-Control`), `/healthz` (the process is alive) and `/readyz` (the store and the signer
-//! can be used).
+//! can be used: [`crate::health::readiness`], which the gRPC health service's `Check` of
+//! `token.v1.TokenService` also runs).
 
 use std::sync::Arc;
 
@@ -57,26 +58,13 @@ async fn jwks(State(admin): State<Admin>, headers: HeaderMap) -> Response {
 }
 
 async fn ready(State(admin): State<Admin>) -> Response {
-    // A read of a family that cannot exist: exercises the store round trip.
-    let probe = token_refresh::FamilyId::generate();
-    let store_ok = match probe {
-        Ok(id) => admin.state.rotator.family(&id).await.is_ok(),
-        Err(_) => false,
-    };
-    // A Redis that may evict keys fails every operation: say why, and the fix.
-    let eviction_policy = match &admin.state.redis {
-        Some(redis) if !store_ok => redis.eviction_policy(),
-        _ => None,
-    };
-    // The active key exists; for a KMS key, whether its breaker lets calls through shows in the
-    // signer error metrics rather than in a Sign call per probe (KMS quota).
-    let signer_ok = admin.state.keys.active().is_ok();
+    let r = crate::health::readiness(&admin.state).await;
     let body = format!(
         "store: {}\nsigner: {}\n",
-        store_status(store_ok, eviction_policy.as_deref()),
-        ok(signer_ok)
+        store_status(r.store, r.eviction_policy.as_deref()),
+        ok(r.signer)
     );
-    let status = if store_ok && signer_ok {
+    let status = if r.ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod revocation_watch;
@@ -159,10 +160,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let (shutdown, mut rx) = watch::channel(false);
     let service = TokenServiceServer::new(TokenServiceImpl::new(state.clone(), rx.clone()))
         .max_decoding_message_size(max_request_bytes);
-    let (health_reporter, health) = tonic_health::server::health_reporter();
+    // `Check` of the empty name answers from the static status (liveness); `Check` of
+    // `token.v1.TokenService` asks the store and the signer (readiness, as `/readyz`).
+    let health_reporter = tonic_health::server::HealthReporter::new();
     health_reporter
         .set_serving::<TokenServiceServer<TokenServiceImpl>>()
         .await;
+    let health = tonic_health::pb::health_server::HealthServer::new(
+        crate::health::GrpcHealth::new(health_reporter, state.clone()),
+    );
     // Both reflection versions: current tools ask for v1, older clients only know v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()

@@ -34,6 +34,7 @@ use common::{
 };
 use tonic::transport::Channel;
 use tonic::{Code, Request};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 async fn verifier(client: &mut TokenServiceClient<Channel>) -> KeySet {
     // GetJWKS is public: no credentials.
@@ -596,8 +597,16 @@ async fn redis_outage_fails_closed_with_unavailable_and_recovers() {
     let url = redis.url();
     let mut h = harness(&on_redis(&url, &[("REDIS_COMMAND_TIMEOUT_MS", "500")])).await;
     let ok = h.generate_ok(generate("gina")).await;
+    let serving = ServingStatus::Serving as i32;
+    assert_eq!(health_status(&h, READINESS).await, serving);
 
     redis.stop();
+    // Readiness (the service's name) asks the store; liveness (the empty name) does not.
+    assert_eq!(
+        health_status(&h, READINESS).await,
+        ServingStatus::NotServing as i32
+    );
+    assert_eq!(health_status(&h, "").await, serving);
     let started = std::time::Instant::now();
     let e = h.client.generate(generate("gina")).await.unwrap_err();
     assert_eq!(refusal(&e), (Code::Unavailable, "temporarily_unavailable"));
@@ -625,7 +634,23 @@ async fn redis_outage_fails_closed_with_unavailable_and_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(recovered, "the server recovers without a restart");
+    assert_eq!(health_status(&h, READINESS).await, serving);
     h.server.shutdown().await.unwrap();
+}
+
+/// The gRPC health service's name for readiness: `Check` of it asks the store and the signer.
+const READINESS: &str = "token.v1.TokenService";
+
+/// The status a gRPC health `Check` of `service` answers, without credentials.
+async fn health_status(h: &Harness, service: &str) -> i32 {
+    tonic_health::pb::health_client::HealthClient::new(h.channel().await)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
 }
 
 // ---- mutual TLS and request limits --------------------------------------------------------------
@@ -698,20 +723,13 @@ async fn oversized_requests_are_refused() {
 #[tokio::test]
 async fn health_service_answers_without_credentials() {
     let h = harness(&[]).await;
-    let channel = h.channel().await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let status = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "token.v1.TokenService".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
-    assert_eq!(
-        status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
+    for service in ["", READINESS] {
+        assert_eq!(
+            health_status(&h, service).await,
+            ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
     h.server.shutdown().await.unwrap();
 }
 
