@@ -623,9 +623,7 @@ fn markdown(r: &Value) -> String {
         f(&p["ed25519_verify_us"]),
         f(&p["redis_round_trip_us"]),
         f(&p["store_round_trip_cpu_us"]),
-        f(&num(r, "scenarios.ready.server.cpu_us_per_request")
-            .zip(num(r, "scenarios.health.server.cpu_us_per_request"))
-            .map_or(Value::Null, |(ready, noop)| json!(ready - noop))),
+        f(&json!(crate::floor::request_store_unit(&r["floors"]))),
     );
     let _ = writeln!(
         md,

@@ -287,11 +287,7 @@ fn in_place(md: &mut String, r: &Value) {
     ) else {
         return;
     };
-    let request = r["floors"]["generate"]["components"]
-        .as_object()
-        .filter(|c| c.get("store_unit") == Some(&json!(STORE_UNIT_REQUEST)))
-        .and_then(|c| c.get("store_round_trip_us"))
-        .and_then(Value::as_f64);
+    let request = request_store_unit(&r["floors"]);
     let _ = write!(
         md,
         "\nThe store round trip in place: generate against the embedded in-memory store costs \
@@ -315,19 +311,25 @@ fn in_place(md: &mut String, r: &Value) {
     );
 }
 
-/// The store unit the floors used (every floor has the same), in µs.
-fn unit_of(floors: &serde_json::Map<String, Value>) -> Value {
-    floors.values().next().map_or(Value::Null, |fl| {
-        fl["components"]["store_round_trip_us"].clone()
-    })
+/// The store unit the floors used (every floor has the same): µs per round trip, and how it
+/// was measured.
+fn store_unit_of(floors: &Value) -> (Option<f64>, Option<&str>) {
+    let components = floors
+        .as_object()
+        .and_then(|m| m.values().next())
+        .map(|fl| &fl["components"]);
+    (
+        components.and_then(|c| c["store_round_trip_us"].as_f64()),
+        components.and_then(|c| c["store_unit"].as_str()),
+    )
 }
 
-/// How the floors' store unit was measured.
-fn unit_of_name(floors: &serde_json::Map<String, Value>) -> Option<&str> {
-    floors
-        .values()
-        .next()
-        .and_then(|fl| fl["components"]["store_unit"].as_str())
+/// The floors' store unit when it is one round trip in a request (`ready` less the no-op).
+pub(crate) fn request_store_unit(floors: &Value) -> Option<f64> {
+    match store_unit_of(floors) {
+        (unit, Some(STORE_UNIT_REQUEST)) => unit,
+        _ => None,
+    }
 }
 
 /// Records the server (`pid`) with `perf` while `load` runs, and returns the share of its
@@ -400,6 +402,7 @@ pub(crate) fn markdown(md: &mut String, r: &Value) {
     };
     let p = &r["primitives"];
     let f = |v: &Value| v.as_f64().map_or("n/a".into(), |x| format!("{x:.1}"));
+    let (unit, unit_name) = store_unit_of(&r["floors"]);
     let _ = writeln!(
         md,
         "\n## Floor per scenario\n\n\
@@ -413,8 +416,8 @@ pub(crate) fn markdown(md: &mut String, r: &Value) {
         f(&r["scenarios"]["health"]["server"]["cpu_us_per_request"]),
         f(&p["es256_sign_us"]),
         f(&p["es256_verify_us"]),
-        f(&unit_of(floors)),
-        match unit_of_name(floors) {
+        unit.map_or("n/a".into(), |x| format!("{x:.1}")),
+        match unit_name {
             Some(STORE_UNIT_REQUEST) => {
                 "the `ready` request, a gRPC health `Check` of `token.v1.TokenService` whose only \
                  work is one read through the server's store client, less the no-op request"

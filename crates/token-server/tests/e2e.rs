@@ -639,7 +639,7 @@ async fn redis_outage_fails_closed_with_unavailable_and_recovers() {
 }
 
 /// The gRPC health service's name for readiness: `Check` of it asks the store and the signer.
-const READINESS: &str = "token.v1.TokenService";
+const READINESS: &str = token_server::health::READINESS_SERVICE;
 
 /// The status a gRPC health `Check` of `service` answers, without credentials.
 async fn health_status(h: &Harness, service: &str) -> i32 {
